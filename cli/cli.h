@@ -1,0 +1,99 @@
+/*
+ * cli.h - the hsmsign command-line tool: table-driven commands and options.
+ * Only this directory prints or exits; it uses the public API alone.
+ */
+#ifndef HS_CLI_H
+#define HS_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "hsmsign.h"
+
+/* Exit codes (docs/cli.md "Exit status"). sign's first three are the low
+ * bytes of AzureSignTool's HRESULTs. */
+enum cli_exit {
+	EXIT_OK = 0,
+	EXIT_SOME_FAILED = 1,
+	EXIT_ALL_FAILED = 2,
+	EXIT_NO_SIGNATURE = 10,
+	EXIT_MALFORMED = 11,
+	EXIT_DIGEST_MISMATCH = 12,
+	EXIT_BAD_SIGNATURE = 13,
+	EXIT_UNTRUSTED = 14,
+	EXIT_EXPIRED = 15,
+	EXIT_NO_EKU = 16,
+	EXIT_INVALID_ARGS = 87,
+};
+
+enum cli_arg {
+	ARG_NONE,  /* a flag */
+	ARG_VALUE, /* takes one value: "-x VALUE", "--long VALUE", "--long=VALUE" */
+};
+
+/* One option. `names` lists every spelling separated by '|', the first
+ * short form first, e.g. "-fd|--file-digest". */
+struct cli_opt {
+	int id;
+	const char *names;
+	enum cli_arg arg;
+	const char *metavar;
+	const char *help;
+};
+
+struct cli_cmd {
+	const char *name;
+	int (*run)(const struct cli_cmd *cmd, int argc, char **argv);
+	const char *synopsis; /* arguments after the command name */
+	const char *summary;  /* one line */
+	const char *description;
+	const struct cli_opt *opts; /* terminated by {0} */
+};
+
+/* Called for each option found; returns 0 or an exit code to stop with. */
+typedef int (*cli_opt_fn)(int id, const char *value, void *userdata);
+
+/*
+ * Parses argv[1..] (argv[0] is the command name) against the table. Options
+ * and operands may be mixed; "--" ends options. Operands are collected into
+ * operands (an array of argc entries owned by the caller). Returns 0 or
+ * EXIT_INVALID_ARGS after printing one line. "-h|--help" prints the
+ * command's help and returns -1.
+ */
+int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn, void *userdata,
+              char **operands, int *n_operands);
+
+void cli_print_help(const struct cli_cmd *cmd, FILE *fp);
+void cli_print_markdown(const struct cli_cmd *cmd, FILE *fp);
+
+/* Diagnostics: "hsmsign: " + message on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints the context's error for `path`, without repeating the path. */
+void cli_error_ctx(const struct hs_ctx *ctx, const char *path);
+
+/* Verbosity: -q 0, default 1, -v 2. */
+extern int cli_verbosity;
+void cli_log(enum hs_log_level level, const char *msg, void *userdata);
+
+/*
+ * Reads a secret given as env:NAME, file:PATH or "stdin" into *out
+ * (freed with cli_secret_free). Literal values are refused so that secrets
+ * never have to sit in argv. Returns 0 or EXIT_INVALID_ARGS.
+ */
+int cli_secret_read(const char *option, const char *spec, char **out);
+void cli_secret_free(char *secret);
+
+int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_verify(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_remove(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_extract(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_digest(const struct cli_cmd *cmd, int argc, char **argv);
+
+extern const struct cli_opt cli_sign_opts[];
+extern const struct cli_opt cli_verify_opts[];
+extern const struct cli_opt cli_remove_opts[];
+extern const struct cli_opt cli_extract_opts[];
+extern const struct cli_opt cli_digest_opts[];
+
+#endif /* HS_CLI_H */

@@ -1,0 +1,80 @@
+/* main.c - hsmsign entry point: dispatches to the command table. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int cmd_help_markdown(const struct cli_cmd *cmd, int argc, char **argv);
+
+static const struct cli_opt no_opts[] = {{0}};
+
+static const struct cli_cmd commands[] = {
+        {"sign", cli_cmd_sign, "[options] FILE...", "sign files with Authenticode",
+         "Signs each FILE in place (or to --output), atomically: a failed run leaves the\n"
+         "input byte-identical. An existing signature is replaced unless --skip-signed.\n"
+         "No signingTime attribute is added, so RSA signatures are reproducible: the same\n"
+         "input, key and options give byte-identical output.",
+         cli_sign_opts},
+        {"verify", cli_cmd_verify, "[--ca-file ROOTS.pem] FILE...",
+         "verify Authenticode signatures",
+         "Recomputes each FILE's Authenticode digest and checks every signature in it:\n"
+         "messageDigest, the signature value, the chain to the trusted roots, the\n"
+         "codeSigning EKU and certificate validity. Exits 0 only if every file is valid.",
+         cli_verify_opts},
+        {"remove", cli_cmd_remove, "[-o OUT] FILE", "remove the signature from a file",
+         "Strips the signature from FILE, in place or to --output.", cli_remove_opts},
+        {"extract", cli_cmd_extract, "[-o OUT] [--pem] FILE", "write a file's PKCS#7 signature",
+         "Writes the PKCS#7 SignedData embedded in FILE as DER (or PEM with --pem) to\n"
+         "OUT, or to standard output.",
+         cli_extract_opts},
+        {"digest", cli_cmd_digest, "[-fd ALG] FILE", "print a file's Authenticode digest",
+         "Prints the Authenticode digest of FILE in hex: the value a signature over it\n"
+         "would carry.",
+         cli_digest_opts},
+        {"help-markdown", cmd_help_markdown, "", "print the command reference as Markdown",
+         "Prints the reference for every command in Markdown (source of docs/cli.md).", no_opts},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *fp)
+{
+	fprintf(fp, "usage: hsmsign COMMAND [options] [FILE...]\n\ncommands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (strcmp(commands[i].name, "help-markdown") != 0)
+			fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(fp, "\n'hsmsign COMMAND --help' describes a command; 'hsmsign --version' "
+	            "prints the version.\n");
+}
+
+static int cmd_help_markdown(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	(void)cmd;
+	(void)argc;
+	(void)argv;
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (commands[i].run != cmd_help_markdown)
+			cli_print_markdown(&commands[i], stdout);
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_INVALID_ARGS;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("hsmsign %s\n", HS_VERSION);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(&commands[i], argc - 1, argv + 1);
+	cli_error("unknown command '%s' (see 'hsmsign --help')", argv[1]);
+	return EXIT_INVALID_ARGS;
+}

@@ -1,0 +1,209 @@
+/*
+ * hsmsign.h - public API of libhsmsign: Authenticode signing with keys that
+ * never leave their store.
+ *
+ * Conventions (docs/ARCHITECTURE.md):
+ *  - Functions return int: 0 on success, a negative HS_ERR_* on failure.
+ *  - On failure a one-line message is stored in the context; read it with
+ *    hs_ctx_message(). The message never contains secrets.
+ *  - Objects returned through an `out` parameter belong to the caller and are
+ *    released with the matching hs_<type>_free(). Returned `const char *`
+ *    strings are borrowed from the object they came from.
+ *  - The library never prints, prompts or exits. Diagnostics go through the
+ *    log callback set with hs_ctx_set_log().
+ */
+#ifndef HSMSIGN_H
+#define HSMSIGN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HS_VERSION "0.1.0"
+
+/* Error codes. Callers normally branch on two or three of these at most. */
+enum hs_error {
+	HS_OK = 0,
+	HS_ERR_NOMEM = -1,       /* allocation failed */
+	HS_ERR_IO = -2,          /* reading or writing a local file failed */
+	HS_ERR_FORMAT = -3,      /* input file is malformed or not a known format */
+	HS_ERR_UNSUPPORTED = -4, /* valid input, but a feature we do not support */
+	HS_ERR_AUTH = -5,        /* credentials missing or rejected */
+	HS_ERR_DENIED = -6,      /* authenticated but not permitted */
+	HS_ERR_NOTFOUND = -7,    /* key, certificate or signature not present */
+	HS_ERR_NETWORK = -8,     /* connection, TLS or HTTP failure */
+	HS_ERR_THROTTLED = -9,   /* remote service kept throttling */
+	HS_ERR_CRYPTO = -10,     /* a cryptographic operation failed */
+	HS_ERR_INVALID = -11,    /* invalid argument or configuration */
+	HS_ERR_CANCELLED = -12,  /* the caller cancelled the operation */
+};
+
+/* A short static name for an error code, e.g. "format error". */
+const char *hs_strerror(int err);
+
+/* Library context: holds the last error message and the log callback. One
+ * context per thread; a context is not safe for concurrent use. */
+struct hs_ctx;
+
+enum hs_log_level {
+	HS_LOG_ERROR = 0,
+	HS_LOG_WARN = 1,
+	HS_LOG_INFO = 2,
+	HS_LOG_DEBUG = 3,
+};
+
+/* Log callback: `msg` is one line without a trailing newline, borrowed for
+ * the duration of the call. */
+typedef void (*hs_log_fn)(enum hs_log_level level, const char *msg, void *userdata);
+
+int hs_ctx_new(struct hs_ctx **out);
+void hs_ctx_free(struct hs_ctx *ctx);
+void hs_ctx_set_log(struct hs_ctx *ctx, hs_log_fn fn, void *userdata);
+/* Last error message ("" if none); borrowed, valid until the next call that
+ * fails or hs_ctx_clear_error(). */
+const char *hs_ctx_message(const struct hs_ctx *ctx);
+/* Last error code (0 if none). */
+int hs_ctx_error(const struct hs_ctx *ctx);
+void hs_ctx_clear_error(struct hs_ctx *ctx);
+
+/* Digest algorithms for the file digest and the signature. */
+enum hs_digest {
+	HS_DIGEST_SHA1 = 1,
+	HS_DIGEST_SHA256 = 2,
+	HS_DIGEST_SHA384 = 3,
+	HS_DIGEST_SHA512 = 4,
+};
+
+/* Parses "sha256", "SHA-256", ... into *out. Returns HS_ERR_INVALID. */
+int hs_digest_from_name(enum hs_digest *out, const char *name);
+/* "sha256" etc.; "unknown" for values outside the enum. */
+const char *hs_digest_name(enum hs_digest digest);
+
+/*
+ * Keys. A key is a signing key plus its certificate chain, held by a key
+ * provider (a local file today; vaults and tokens later). The engine only
+ * ever asks a key for its chain and for a signature over a digest.
+ */
+struct hs_key;
+
+struct hs_key_file_opts {
+	const char *key_path;  /* PEM or DER private key (with cert_path) */
+	const char *cert_path; /* PEM/DER leaf, then intermediates (PEM) */
+	const char *pfx_path;  /* PKCS#12 with key and chain (instead) */
+	/* Password for an encrypted key or the PKCS#12 file, or NULL. Borrowed;
+	 * the library keeps no copy after hs_key_open_file() returns. */
+	const char *password;
+};
+#define HS_KEY_FILE_OPTS_INIT                                                                      \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL                                                             \
+	}
+
+/* Opens a key held in local files. *out is freed with hs_key_free(). */
+int hs_key_open_file(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_file_opts *opts);
+void hs_key_free(struct hs_key *key);
+/* Subject of the signing certificate, one line; borrowed from the key. */
+const char *hs_key_subject(const struct hs_key *key);
+/* Name of the provider ("file", ...); static string. */
+const char *hs_key_provider_name(const struct hs_key *key);
+
+/* Signing. */
+struct hs_sign_opts {
+	enum hs_digest digest;       /* file digest and signature digest */
+	const char *description;     /* SpcSpOpusInfo programName, or NULL */
+	const char *description_url; /* SpcSpOpusInfo moreInfo URL, or NULL */
+	int page_hashes;             /* 1: include PE page hashes */
+	int skip_signed;             /* 1: leave already-signed files alone */
+	/* Where to write the result; NULL signs in place. Either way the
+	 * result appears atomically (temp file + rename) and a failure leaves
+	 * the input byte-identical. */
+	const char *output;
+};
+#define HS_SIGN_OPTS_INIT                                                                          \
+	{                                                                                          \
+		HS_DIGEST_SHA256, NULL, NULL, 0, 0, NULL                                           \
+	}
+
+enum hs_sign_outcome {
+	HS_SIGN_SIGNED = 0,  /* a new signature was written */
+	HS_SIGN_SKIPPED = 1, /* already signed and skip_signed was set */
+};
+
+/* Signs one file. *outcome (may be NULL) says whether it was skipped. */
+int hs_sign_file(struct hs_ctx *ctx, struct hs_key *key, const char *path,
+                 const struct hs_sign_opts *opts, enum hs_sign_outcome *outcome);
+
+/* Verification. */
+enum hs_verify_status {
+	HS_VERIFY_OK = 0,
+	HS_VERIFY_NO_SIGNATURE,    /* the file carries no signature */
+	HS_VERIFY_MALFORMED,       /* file or signature cannot be parsed */
+	HS_VERIFY_DIGEST_MISMATCH, /* file content changed after signing */
+	HS_VERIFY_BAD_SIGNATURE,   /* messageDigest or signature value wrong */
+	HS_VERIFY_UNTRUSTED,       /* chain does not reach a trusted root */
+	HS_VERIFY_EXPIRED,         /* a certificate is expired/not yet valid */
+	HS_VERIFY_NO_EKU,          /* signer lacks the codeSigning EKU */
+};
+
+/* A short static description of a status, e.g. "digest mismatch". */
+const char *hs_verify_status_name(enum hs_verify_status status);
+
+struct hs_signature_info {
+	enum hs_verify_status status;
+	unsigned depth;        /* 0: primary signature, 1: nested in it */
+	enum hs_digest digest; /* file digest algorithm; 0 if unknown */
+	char *subject;         /* signer subject (one line), may be NULL */
+	char *issuer;          /* signer issuer (one line), may be NULL */
+	int page_hashes;       /* 0 absent, 1 present and correct,
+	                        * -1 present and wrong */
+	char *reason;          /* why status != OK, one line, else NULL */
+};
+
+struct hs_verify_opts {
+	const char *ca_file; /* PEM roots to trust; NULL: the system store */
+};
+#define HS_VERIFY_OPTS_INIT                                                                        \
+	{                                                                                          \
+		NULL                                                                               \
+	}
+
+struct hs_verify_result {
+	enum hs_verify_status status; /* the first non-OK signature's */
+	size_t count;                 /* entries in sigs */
+	struct hs_signature_info *sigs;
+};
+
+/*
+ * Verifies every signature in a file. Returns 0 when the file could be
+ * read (look at (*out)->status for the verdict: a malformed file or one in
+ * no supported format is HS_VERIFY_MALFORMED) or a negative error when it
+ * could not be read at all (missing or unreadable file, bad ca_file).
+ * *out is freed with hs_verify_result_free().
+ */
+int hs_verify_file(struct hs_ctx *ctx, const char *path, const struct hs_verify_opts *opts,
+                   struct hs_verify_result **out);
+void hs_verify_result_free(struct hs_verify_result *result);
+
+/* Removes the signature from a file, in place when output is NULL.
+ * HS_ERR_NOTFOUND when the file is not signed. */
+int hs_remove_signature(struct hs_ctx *ctx, const char *path, const char *output);
+
+/* Copies the DER PKCS#7 ContentInfo embedded in a file into *out (freed
+ * with hs_free()). HS_ERR_NOTFOUND when the file is not signed. */
+int hs_extract_signature(struct hs_ctx *ctx, const char *path, uint8_t **out, size_t *out_len);
+
+/* Computes the Authenticode digest of a file (signed or not) as a signer
+ * would: *out (freed with hs_free()) receives *out_len bytes. */
+int hs_digest_file(struct hs_ctx *ctx, const char *path, enum hs_digest digest, uint8_t **out,
+                   size_t *out_len);
+
+/* Frees memory returned by the library through a plain pointer. */
+void hs_free(void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HSMSIGN_H */

@@ -1,0 +1,213 @@
+/* file.c - positional reads and atomic outputs (POSIX). */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "file.h"
+
+int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path)
+{
+	struct stat st;
+
+	memset(f, 0, sizeof(*f));
+	f->fd = -1;
+	f->path = path;
+	f->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (f->fd < 0)
+		return hs_error_set(ctx, errno == ENOENT ? HS_ERR_NOTFOUND : HS_ERR_IO,
+		                    "%s: cannot open: %s", path, strerror(errno));
+	if (fstat(f->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int r = hs_error_set(ctx, HS_ERR_IO, "%s: not a regular file", path);
+		hs_file_close(f);
+		return r;
+	}
+	f->size = (uint64_t)st.st_size;
+	f->mode = st.st_mode & 07777;
+	return 0;
+}
+
+void hs_file_close(struct hs_file *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+}
+
+int hs_file_pread(struct hs_ctx *ctx, const struct hs_file *f, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	if (off > f->size || len > f->size - off)
+		return hs_error_set(
+		        ctx, HS_ERR_FORMAT,
+		        "%s: truncated: %zu bytes at offset %llu lie past the end (%llu)", f->path,
+		        len, (unsigned long long)off, (unsigned long long)f->size);
+	while (len > 0) {
+		ssize_t n = pread(f->fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return hs_error_set(ctx, HS_ERR_IO, "%s: read failed at offset %llu: %s",
+			                    f->path, (unsigned long long)off,
+			                    n < 0 ? strerror(errno) : "unexpected end of file");
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* A symbolic link is followed, so that the file it names is replaced and
+ * the link stays a link; other paths are used as given. */
+static char *resolve_final_path(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+		return realpath(path, NULL);
+	return strdup(path);
+}
+
+int hs_out_open(struct hs_ctx *ctx, struct hs_out *o, const char *final_path, mode_t mode)
+{
+	size_t n;
+
+	memset(o, 0, sizeof(*o));
+	o->fd = -1;
+	o->mode = mode;
+	o->final_path = resolve_final_path(final_path);
+	if (o->final_path == NULL)
+		return hs_error_set(ctx, HS_ERR_IO, "%s: cannot resolve: %s", final_path,
+		                    strerror(errno));
+	n = strlen(o->final_path) + sizeof(".hsmsign-XXXXXX");
+	o->tmp_path = malloc(n);
+	if (o->final_path == NULL || o->tmp_path == NULL) {
+		hs_out_abort(o);
+		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	}
+	/* Same directory as the destination, so that rename() is atomic. */
+	snprintf(o->tmp_path, n, "%s.hsmsign-XXXXXX", o->final_path);
+	o->fd = mkstemp(o->tmp_path);
+	if (o->fd < 0) {
+		int r = hs_error_set(ctx, HS_ERR_IO, "%s: cannot create temporary file: %s",
+		                     final_path, strerror(errno));
+		free(o->tmp_path);
+		o->tmp_path = NULL;
+		hs_out_abort(o);
+		return r;
+	}
+	return 0;
+}
+
+static int out_write_at(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len,
+                        uint64_t off)
+{
+	const uint8_t *p = buf;
+
+	if (hs_fault("write"))
+		return hs_error_set(ctx, HS_ERR_IO, "%s: write failed: injected fault",
+		                    o->final_path);
+	while (len > 0) {
+		ssize_t n = pwrite(o->fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return hs_error_set(ctx, HS_ERR_IO, "%s: write failed: %s", o->final_path,
+			                    strerror(errno));
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int hs_out_write(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len)
+{
+	int r = out_write_at(ctx, o, buf, len, o->size);
+
+	if (r == 0)
+		o->size += len;
+	return r;
+}
+
+int hs_out_zero(struct hs_ctx *ctx, struct hs_out *o, size_t n)
+{
+	static const uint8_t zeros[64];
+	int r;
+
+	while (n > 0) {
+		size_t k = n < sizeof(zeros) ? n : sizeof(zeros);
+
+		if ((r = hs_out_write(ctx, o, zeros, k)) < 0)
+			return r;
+		n -= k;
+	}
+	return 0;
+}
+
+int hs_out_pwrite(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len, uint64_t off)
+{
+	if (off > o->size || len > o->size - off)
+		return hs_error_set(ctx, HS_ERR_INVALID, "internal: write past end of output");
+	return out_write_at(ctx, o, buf, len, off);
+}
+
+/* fsync the directory holding path, so that the rename is durable. */
+static void sync_dir(const char *path)
+{
+	char *copy = strdup(path);
+	int fd;
+
+	if (copy == NULL)
+		return;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(copy);
+}
+
+int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o)
+{
+	if (hs_fault("commit"))
+		return hs_error_set(ctx, HS_ERR_IO, "%s: injected fault before rename",
+		                    o->final_path);
+	if (fchmod(o->fd, o->mode) < 0 || fsync(o->fd) < 0)
+		return hs_error_set(ctx, HS_ERR_IO, "%s: cannot finish temporary file: %s",
+		                    o->final_path, strerror(errno));
+	if (close(o->fd) < 0) {
+		o->fd = -1;
+		return hs_error_set(ctx, HS_ERR_IO, "%s: close failed: %s", o->final_path,
+		                    strerror(errno));
+	}
+	o->fd = -1;
+	if (rename(o->tmp_path, o->final_path) < 0)
+		return hs_error_set(ctx, HS_ERR_IO, "%s: cannot replace: %s", o->final_path,
+		                    strerror(errno));
+	sync_dir(o->final_path);
+	free(o->tmp_path);
+	o->tmp_path = NULL;
+	return 0;
+}
+
+void hs_out_abort(struct hs_out *o)
+{
+	if (o->fd >= 0)
+		close(o->fd);
+	o->fd = -1;
+	if (o->tmp_path != NULL)
+		unlink(o->tmp_path);
+	free(o->tmp_path);
+	free(o->final_path);
+	o->tmp_path = NULL;
+	o->final_path = NULL;
+}

@@ -1,0 +1,51 @@
+/*
+ * file.h - reading inputs with bounds-checked positional reads, and writing
+ * outputs atomically (temp file in the destination directory, fsync, rename).
+ */
+#ifndef HS_FILE_H
+#define HS_FILE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core.h"
+
+/* Size of the streaming buffer used by every pass over a file. */
+#define HS_IO_CHUNK (1024 * 1024)
+
+/* An input opened read-only. */
+struct hs_file {
+	int fd;
+	uint64_t size;
+	mode_t mode;
+	const char *path; /* borrowed from the caller */
+};
+
+int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path);
+void hs_file_close(struct hs_file *f);
+/* Reads exactly len bytes at off; HS_ERR_FORMAT if they lie past EOF. */
+int hs_file_pread(struct hs_ctx *ctx, const struct hs_file *f, void *buf, size_t len, uint64_t off);
+
+/* An output being written to a temp file until hs_out_commit(). */
+struct hs_out {
+	int fd;
+	char *tmp_path;
+	char *final_path;
+	uint64_t size; /* bytes appended so far */
+	mode_t mode;
+};
+
+/* Creates a temp file next to final_path that will get `mode`. */
+int hs_out_open(struct hs_ctx *ctx, struct hs_out *o, const char *final_path, mode_t mode);
+/* Appends len bytes. */
+int hs_out_write(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len);
+/* Appends n zero bytes. */
+int hs_out_zero(struct hs_ctx *ctx, struct hs_out *o, size_t n);
+/* Overwrites len bytes at off (off + len <= size). */
+int hs_out_pwrite(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len, uint64_t off);
+/* fsyncs, renames over final_path and fsyncs the directory. */
+int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o);
+/* Removes the temp file if not committed; safe on a zeroed or committed o. */
+void hs_out_abort(struct hs_out *o);
+
+#endif /* HS_FILE_H */

@@ -1,0 +1,92 @@
+/*
+ * format.h - the interface every signable file format implements.
+ *
+ * A format knows file layouts and nothing about keys or HTTP. The engine
+ * (lib/authenticode/) drives it:
+ *
+ *   probe -> open -> [extract] -> digest(copy to output) -> embed -> close
+ *
+ * `probe` is pure and looks only at the first bytes; only the winner opens
+ * the file. `digest` reads the file once, streaming, and may copy the bytes
+ * that survive into the output at the same time, so that `embed` completes
+ * the signed file without reading the input again.
+ */
+#ifndef HS_FORMAT_H
+#define HS_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "core/core.h"
+#include "core/file.h"
+
+/* Bytes handed to probe(); formats must decide from at most this many. */
+#define HS_PROBE_LEN 4096
+
+/* What the format contributes to SpcIndirectDataContent. */
+struct hs_indirect {
+	/* DER of SpcAttributeTypeAndOptionalValue (the `data` field). */
+	struct hs_buf data_der;
+	/* The Authenticode digest of the file. */
+	uint8_t digest[EVP_MAX_MD_SIZE];
+	size_t digest_len;
+	/* Raw page hash table (PE), empty unless requested. */
+	struct hs_buf page_hashes;
+	int page_hash_nid; /* NID of the page hash digest, 0 if none */
+};
+
+struct hs_digest_params {
+	const EVP_MD *md;
+	/* Page hashes: 0 none, else the NID of the page hash digest. */
+	int page_hash_nid;
+};
+
+struct hs_format {
+	const char *name; /* "pe", ... */
+	/* Pure: true if the first `len` bytes look like this format. */
+	bool (*probe)(const uint8_t *head, size_t len);
+	/* Parses and validates the file's structure; *state is freed by close. */
+	int (*open)(struct hs_ctx *ctx, const struct hs_file *in, void **state);
+	/* Whether the file carries a signature now. */
+	bool (*is_signed)(void *state);
+	/*
+	 * Computes the Authenticode digest (and page hashes if asked) in one
+	 * pass. With copy != NULL, also writes the unsigned image to copy.
+	 */
+	int (*digest)(struct hs_ctx *ctx, void *state, const struct hs_digest_params *params,
+	              struct hs_indirect *out, struct hs_out *copy);
+	/* After digest(copy=out): appends the signature and fixes headers. */
+	int (*embed)(struct hs_ctx *ctx, void *state, const uint8_t *pkcs7, size_t len,
+	             struct hs_out *out);
+	/* Copies the embedded DER PKCS#7; HS_ERR_NOTFOUND if unsigned. */
+	int (*extract)(struct hs_ctx *ctx, void *state, struct hs_buf *out);
+	/* Writes the file without its signature to out. */
+	int (*remove)(struct hs_ctx *ctx, void *state, struct hs_out *out);
+	void (*close)(void *state);
+};
+
+extern const struct hs_format hs_format_pe;
+
+/* Finds the format of an open file from its first bytes; HS_ERR_FORMAT if
+ * none claims it. */
+int hs_format_detect(struct hs_ctx *ctx, const struct hs_file *in, const struct hs_format **out);
+
+void hs_indirect_free(struct hs_indirect *ind);
+
+/* An input file opened and parsed by the format that claims it. */
+struct hs_doc {
+	struct hs_file in;
+	const struct hs_format *format;
+	void *state;
+};
+
+/* Opens path, detects its format and parses it. On failure everything is
+ * released and the message is set. Close with hs_doc_close(). */
+int hs_doc_open(struct hs_ctx *ctx, struct hs_doc *doc, const char *path);
+/* Safe on a zeroed or failed doc. */
+void hs_doc_close(struct hs_doc *doc);
+
+#endif /* HS_FORMAT_H */

@@ -1,0 +1,144 @@
+/* key.c - provider-independent key handling: chain caching, signature
+ * self-check. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/rsa.h>
+#include <openssl/x509v3.h>
+
+#include "provider.h"
+
+/* One-line subject of a certificate, malloc'd. */
+static char *name_oneline(const X509_NAME *name)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *s = NULL;
+	long n;
+
+	if (bio == NULL)
+		return NULL;
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+		n = BIO_get_mem_data(bio, &data);
+		s = n >= 0 ? strndup(data, (size_t)n) : NULL;
+	}
+	BIO_free(bio);
+	return s;
+}
+
+/* Signatures from a certificate that is expired or not meant for code
+ * signing will not verify anywhere; say so, but let the user decide. */
+static void warn_unusable_signer(struct hs_ctx *ctx, X509 *signer)
+{
+	uint32_t eku = X509_get_extended_key_usage(signer);
+
+	if (X509_cmp_current_time(X509_get0_notAfter(signer)) < 0)
+		hs_log(ctx, HS_LOG_WARN,
+		       "the signing certificate has expired: "
+		       "its signatures will not verify");
+	else if (X509_cmp_current_time(X509_get0_notBefore(signer)) > 0)
+		hs_log(ctx, HS_LOG_WARN, "the signing certificate is not valid yet");
+	if ((X509_get_extension_flags(signer) & EXFLAG_XKUSAGE) && !(eku & XKU_CODE_SIGN))
+		hs_log(ctx, HS_LOG_WARN,
+		       "the signing certificate lacks the codeSigning "
+		       "extended key usage: Windows will reject its signatures");
+}
+
+int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_provider *provider,
+               void *state)
+{
+	struct hs_key *key = calloc(1, sizeof(*key));
+	int r;
+
+	*out = NULL;
+	if (key == NULL) {
+		provider->free(state);
+		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	}
+	key->provider = provider;
+	key->state = state;
+	if ((r = provider->get_chain(ctx, state, &key->chain)) < 0)
+		goto out;
+	if (sk_X509_num(key->chain) < 1) {
+		r = hs_error_set(ctx, HS_ERR_NOTFOUND, "%s key: no signing certificate",
+		                 provider->name);
+		goto out;
+	}
+	key->subject = name_oneline(X509_get_subject_name(sk_X509_value(key->chain, 0)));
+	if (key->subject == NULL) {
+		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	warn_unusable_signer(ctx, sk_X509_value(key->chain, 0));
+	*out = key;
+	key = NULL;
+	r = 0;
+out:
+	hs_key_free(key);
+	return r;
+}
+
+void hs_key_free(struct hs_key *key)
+{
+	if (key == NULL)
+		return;
+	if (key->provider != NULL)
+		key->provider->free(key->state);
+	sk_X509_pop_free(key->chain, X509_free);
+	free(key->subject);
+	free(key);
+}
+
+const char *hs_key_subject(const struct hs_key *key)
+{
+	return key->subject;
+}
+
+const char *hs_key_provider_name(const struct hs_key *key)
+{
+	return key->provider->name;
+}
+
+X509 *hs_key_signer(const struct hs_key *key)
+{
+	return sk_X509_value(key->chain, 0);
+}
+
+/* Verifies sig over digest with the signer certificate's public key. */
+static int check_signature(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
+                           const uint8_t *digest, size_t digest_len, const struct hs_buf *sig)
+{
+	EVP_PKEY *pub = X509_get0_pubkey(hs_key_signer(key));
+	EVP_PKEY_CTX *pctx = pub ? EVP_PKEY_CTX_new(pub, NULL) : NULL;
+	int r = HS_ERR_CRYPTO;
+
+	if (pctx == NULL || EVP_PKEY_verify_init(pctx) <= 0)
+		goto out;
+	if (EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA &&
+	    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) <= 0)
+		goto out;
+	if (EVP_PKEY_CTX_set_signature_md(pctx, md) <= 0)
+		goto out;
+	if (EVP_PKEY_verify(pctx, sig->data, sig->len, digest, digest_len) == 1)
+		r = 0;
+out:
+	ERR_clear_error();
+	EVP_PKEY_CTX_free(pctx);
+	if (r < 0)
+		hs_error_set(ctx, HS_ERR_CRYPTO,
+		             "%s key returned a signature that does not verify with the "
+		             "certificate's public key (wrong key for this certificate?)",
+		             key->provider->name);
+	return r;
+}
+
+int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
+                       const uint8_t *digest, size_t digest_len, struct hs_buf *sig)
+{
+	int r;
+
+	if ((r = key->provider->sign_digest(ctx, key->state, md, digest, digest_len, sig)) < 0)
+		return r;
+	return check_signature(ctx, key, md, digest, digest_len, sig);
+}

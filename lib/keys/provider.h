@@ -1,0 +1,58 @@
+/*
+ * provider.h - the interface every key provider implements.
+ *
+ * The signing engine asks a key for two things only: its certificate chain
+ * (once per run) and a signature over a digest (once per file). A provider
+ * that signs over HTTPS (Key Vault, KMS) or PKCS#11 fits behind the same two
+ * calls; the engine never sees key material, files or HTTP.
+ */
+#ifndef HS_PROVIDER_H
+#define HS_PROVIDER_H
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "core/core.h"
+
+struct hs_key_provider {
+	const char *name;
+	/*
+	 * Returns the signer's certificate first, then intermediates; *out
+	 * belongs to the caller (sk_X509_pop_free). Called once per key.
+	 */
+	int (*get_chain)(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out);
+	/*
+	 * Signs `digest` (the hash of the signed attributes computed with md).
+	 * RSA: PKCS#1 v1.5 signature over DigestInfo(md, digest).
+	 * EC:  DER ECDSA-Sig-Value (providers that get r||s convert it).
+	 */
+	int (*sign_digest)(struct hs_ctx *ctx, void *state, const EVP_MD *md, const uint8_t *digest,
+	                   size_t digest_len, struct hs_buf *sig);
+	/* Releases state, wiping any secret it holds. */
+	void (*free)(void *state);
+};
+
+/* A key: a provider, its state, and the chain fetched once. */
+struct hs_key {
+	const struct hs_key_provider *provider;
+	void *state;
+	STACK_OF(X509) * chain; /* [0] is the signer */
+	char *subject;
+};
+
+/* Wraps provider state into a key and fetches the chain; on failure the
+ * state is freed too. */
+int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_provider *provider,
+               void *state);
+
+/* Signs through the provider and checks the result against the signer
+ * certificate's public key before anyone embeds it. */
+int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
+                       const uint8_t *digest, size_t digest_len, struct hs_buf *sig);
+
+/* Borrowed: the signer certificate and the intermediates (may be empty). */
+X509 *hs_key_signer(const struct hs_key *key);
+
+extern const struct hs_key_provider hs_key_provider_file;
+
+#endif /* HS_PROVIDER_H */

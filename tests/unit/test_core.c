@@ -1,0 +1,154 @@
+/* test_core.c - context errors, buffers, digests and atomic outputs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/core.h"
+#include "core/file.h"
+
+static void error_first_message_wins(void **state)
+{
+	struct hs_ctx *ctx;
+
+	(void)state;
+	assert_int_equal(hs_ctx_new(&ctx), 0);
+	assert_int_equal(hs_error_set(ctx, HS_ERR_FORMAT, "first %d", 1), HS_ERR_FORMAT);
+	assert_int_equal(hs_error_set(ctx, HS_ERR_IO, "second"), HS_ERR_IO);
+	assert_string_equal(hs_ctx_message(ctx), "first 1");
+	assert_int_equal(hs_ctx_error(ctx), HS_ERR_FORMAT);
+	hs_ctx_clear_error(ctx);
+	assert_string_equal(hs_ctx_message(ctx), "");
+	hs_error_set(ctx, HS_ERR_IO, "line\none\r");
+	assert_string_equal(hs_ctx_message(ctx), "line one ");
+	hs_ctx_free(ctx);
+}
+
+static void buf_grows_and_detaches(void **state)
+{
+	struct hs_buf b = {0};
+	uint8_t *data;
+	size_t len;
+
+	(void)state;
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(hs_buf_append(&b, "abc", 3), 0);
+	assert_int_equal(b.len, 3000);
+	assert_memory_equal(b.data + 2997, "abc", 3);
+	hs_buf_detach(&b, &data, &len);
+	assert_null(b.data);
+	assert_int_equal(len, 3000);
+	free(data);
+	assert_int_equal(hs_buf_reserve(&b, SIZE_MAX), HS_ERR_NOMEM);
+	hs_buf_free(&b);
+}
+
+static void digest_names(void **state)
+{
+	static const struct {
+		const char *name;
+		int ok;
+		enum hs_digest want;
+	} cases[] = {
+	        {"sha1", 1, HS_DIGEST_SHA1},
+	        {"SHA256", 1, HS_DIGEST_SHA256},
+	        {"sha-384", 1, HS_DIGEST_SHA384},
+	        {"sha512", 1, HS_DIGEST_SHA512},
+	        {"md5", 0, 0},
+	        {"", 0, 0},
+	};
+	enum hs_digest d;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = hs_digest_from_name(&d, cases[i].name);
+
+		assert_int_equal(r == 0, cases[i].ok);
+		if (cases[i].ok) {
+			assert_int_equal(d, cases[i].want);
+			assert_non_null(hs_digest_md(d));
+		}
+	}
+	assert_string_equal(hs_digest_name(HS_DIGEST_SHA384), "sha384");
+	assert_int_equal(hs_digest_from_nid(NID_sha256), HS_DIGEST_SHA256);
+	assert_int_equal(hs_digest_from_nid(NID_md5), 0);
+}
+
+static void out_commit_and_abort(void **state)
+{
+	char dir[] = "/tmp/hs-test-XXXXXX", path[64], tmp[128];
+	struct hs_ctx *ctx;
+	struct hs_out o;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/out.bin", dir);
+	assert_int_equal(hs_ctx_new(&ctx), 0);
+
+	assert_int_equal(hs_out_open(ctx, &o, path, 0640), 0);
+	snprintf(tmp, sizeof(tmp), "%s", o.tmp_path);
+	assert_int_equal(hs_out_write(ctx, &o, "hello", 5), 0);
+	assert_int_equal(hs_out_zero(ctx, &o, 3), 0);
+	assert_int_equal(hs_out_pwrite(ctx, &o, "J", 1, 0), 0);
+	assert_int_equal(hs_out_pwrite(ctx, &o, "xx", 2, 7), HS_ERR_INVALID);
+	hs_out_abort(&o);
+	assert_int_equal(access(tmp, F_OK), -1);
+	assert_int_equal(access(path, F_OK), -1);
+
+	hs_ctx_clear_error(ctx);
+	assert_int_equal(hs_out_open(ctx, &o, path, 0640), 0);
+	assert_int_equal(hs_out_write(ctx, &o, "hello", 5), 0);
+	assert_int_equal(hs_out_commit(ctx, &o), 0);
+	hs_out_abort(&o);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 5);
+	assert_int_equal(st.st_mode & 0777, 0640);
+	unlink(path);
+	rmdir(dir);
+	hs_ctx_free(ctx);
+}
+
+static void pread_is_bounded(void **state)
+{
+	char path[] = "/tmp/hs-test-XXXXXX";
+	struct hs_ctx *ctx;
+	struct hs_file f;
+	uint8_t buf[8];
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "12345678", 8), 8);
+	close(fd);
+	assert_int_equal(hs_ctx_new(&ctx), 0);
+	assert_int_equal(hs_file_open(ctx, &f, path), 0);
+	assert_int_equal(hs_file_pread(ctx, &f, buf, 8, 0), 0);
+	assert_int_equal(hs_file_pread(ctx, &f, buf, 1, 8), HS_ERR_FORMAT);
+	assert_int_equal(hs_file_pread(ctx, &f, buf, 2, 7), HS_ERR_FORMAT);
+	assert_int_equal(hs_file_pread(ctx, &f, buf, 1, UINT64_MAX), HS_ERR_FORMAT);
+	hs_file_close(&f);
+	assert_int_equal(hs_file_open(ctx, &f, "/nonexistent/x"), HS_ERR_NOTFOUND);
+	unlink(path);
+	hs_ctx_free(ctx);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(error_first_message_wins),
+	        cmocka_unit_test(buf_grows_and_detaches),
+	        cmocka_unit_test(digest_names),
+	        cmocka_unit_test(out_commit_and_abort),
+	        cmocka_unit_test(pread_is_bounded),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
