@@ -83,6 +83,8 @@ void cli_log(enum hs_log_level level, const char *msg, void *userdata);
  */
 int cli_secret_read(const char *option, const char *spec, char **out);
 void cli_secret_free(char *secret);
+/* Copies a secret into wiped-on-free memory (free with cli_secret_free). */
+char *cli_secret_dup(const char *s);
 
 int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_verify(const struct cli_cmd *cmd, int argc, char **argv);

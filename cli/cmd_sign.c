@@ -1,4 +1,7 @@
-/* cmd_sign.c - `hsmsign sign`. */
+/*
+ * cmd_sign.c - `hsmsign sign`: local key files or Azure Key Vault, with
+ * AzureSignTool's option spellings accepted as they are.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,106 +23,341 @@ enum {
 	O_NO_PAGE_HASHES,
 	O_VERBOSE,
 	O_QUIET,
+	O_CONTINUE,
+	O_INPUT_LIST,
+	O_MDOP,
+	O_COLORS,
+	O_KV_URL,
+	O_KV_CERT,
+	O_KV_CERT_VERSION,
+	O_KV_CLIENT_ID,
+	O_KV_SECRET,
+	O_KV_TENANT,
+	O_KV_TOKEN,
+	O_KV_MANAGED,
+	O_KV_AUTHORITY,
+	O_KV_ADD_CERT,
+	O_KV_CREDENTIAL,
+	O_KV_CLIENT_CERT,
+	O_KV_CLIENT_CERT_PASS,
+	O_KV_API_VERSION,
+	O_KV_MHSM,
+	O_KV_KEY_VERSION,
+	O_NO_AIA,
+	O_CA_FILE,
+	O_TS_RFC3161,
+	O_TS_DIGEST,
+	O_TS_LEGACY,
+	O_APPEND,
+	O_HTTP_RETRIES,
+	O_HTTP_MAX_TIME,
 };
 
 const struct cli_opt cli_sign_opts[] = {
         {O_KEY, "--key", ARG_VALUE, "FILE", "private key file (PEM or DER), with --cert"},
         {O_CERT, "--cert", ARG_VALUE, "FILE",
-         "certificate chain (PEM: signer, then intermediates; or one DER certificate)"},
+         "certificate chain (PEM: signer, then intermediates; or one DER certificate); with "
+         "Managed HSM, the signing certificate"},
         {O_PFX, "--pfx", ARG_VALUE, "FILE", "PKCS#12 file holding the key and the chain"},
         {O_PFX_PASS, "--pfx-pass", ARG_VALUE, "SECRET",
          "PKCS#12 password: env:NAME, file:PATH or stdin"},
         {O_KEY_PASS, "--key-pass", ARG_VALUE, "SECRET",
          "password of an encrypted key file: env:NAME, file:PATH or stdin"},
-        {O_DIGEST, "-fd|--file-digest", ARG_VALUE, "ALG",
+        {O_KV_URL, "-kvu|--kvu|--azure-key-vault-url", ARG_VALUE, "URL",
+         "Azure Key Vault (https://NAME.vault.azure.net) or Managed HSM URL"},
+        {O_KV_CERT, "-kvc|--kvc|--azure-key-vault-certificate", ARG_VALUE, "NAME",
+         "certificate name in the vault (Managed HSM: the key name)"},
+        {O_KV_CERT_VERSION, "-kvcv|--kvcv|--azure-key-vault-certificate-version", ARG_VALUE,
+         "VERSION", "certificate version (default: the current one)"},
+        {O_KV_CLIENT_ID, "-kvi|--kvi|--azure-key-vault-client-id", ARG_VALUE, "ID",
+         "application (client) id; with -kvs a client secret, else selects a workload or "
+         "user-assigned managed identity"},
+        {O_KV_SECRET, "-kvs|--kvs|--azure-key-vault-client-secret", ARG_VALUE, "SECRET",
+         "client secret: env:NAME, file:PATH, stdin (a literal value works but is visible to "
+         "other processes)"},
+        {O_KV_TENANT, "-kvt|--kvt|--azure-key-vault-tenant-id", ARG_VALUE, "ID",
+         "directory (tenant) id"},
+        {O_KV_TOKEN, "-kva|--kva|--azure-key-vault-accesstoken", ARG_VALUE, "TOKEN",
+         "a ready access token: env:NAME, file:PATH, stdin (or a literal value)"},
+        {O_KV_MANAGED, "-kvm|--kvm|--azure-key-vault-managed-identity", ARG_NONE, NULL,
+         "use the default credential chain (environment, workload identity, GitHub OIDC, "
+         "managed identity, Azure CLI)"},
+        {O_KV_CREDENTIAL, "--azure-credential", ARG_VALUE, "NAME",
+         "use one credential source: environment, workload-identity, github-oidc, "
+         "managed-identity, azure-cli, secret, certificate, token, default"},
+        {O_KV_CLIENT_CERT, "--azure-client-certificate", ARG_VALUE, "FILE",
+         "client certificate credential (PEM with key, or PKCS#12)"},
+        {O_KV_CLIENT_CERT_PASS, "--azure-client-certificate-password", ARG_VALUE, "SECRET",
+         "its password: env:NAME, file:PATH or stdin"},
+        {O_KV_AUTHORITY, "-au|--au|--azure-authority", ARG_VALUE, "CLOUD",
+         "public (default), china, usgov (gov), or an authority URL"},
+        {O_KV_ADD_CERT, "-ac|--ac|--additional-certificates", ARG_VALUE, "FILE",
+         "more certificates for the embedded chain (repeatable)"},
+        {O_KV_API_VERSION, "--azure-api-version", ARG_VALUE, "VERSION",
+         "Key Vault api-version (default " HS_AZURE_API_VERSION ")"},
+        {O_KV_MHSM, "--azure-managed-hsm", ARG_NONE, NULL,
+         "the URL is a Managed HSM (automatic for *.managedhsm.azure.net)"},
+        {O_KV_KEY_VERSION, "--azure-key-version", ARG_VALUE, "VERSION",
+         "Managed HSM key version (default: the current one)"},
+        {O_NO_AIA, "--no-aia", ARG_NONE, NULL,
+         "do not fetch missing intermediate certificates from AIA URLs"},
+        {O_CA_FILE, "--ca-file", ARG_VALUE, "FILE",
+         "extra trusted roots for HTTPS (also SSL_CERT_FILE)"},
+        {O_HTTP_RETRIES, "--http-retries", ARG_VALUE, "N",
+         "retries of a throttled or failed vault request (default 6)"},
+        {O_HTTP_MAX_TIME, "--http-max-time", ARG_VALUE, "SECONDS",
+         "longest time one vault request may take with its retries (default 120)"},
+        {O_DIGEST, "-fd|--fd|--file-digest", ARG_VALUE, "ALG",
          "digest: sha1, sha256 (default), sha384, sha512"},
         {O_OUTPUT, "-o|--output", ARG_VALUE, "FILE", "write the signed file here (one FILE only)"},
-        {O_SKIP_SIGNED, "-s|--skip-signed", ARG_NONE, NULL, "leave files that are already signed"},
-        {O_DESCRIPTION, "-d|--description", ARG_VALUE, "TEXT",
+        {O_SKIP_SIGNED, "-s|--s|--skip-signed", ARG_NONE, NULL,
+         "leave files that are already signed"},
+        {O_DESCRIPTION, "-d|--d|--description", ARG_VALUE, "TEXT",
          "description shown by Windows (SpcSpOpusInfo programName)"},
-        {O_DESCRIPTION_URL, "-du|--description-url", ARG_VALUE, "URL",
+        {O_DESCRIPTION_URL, "-du|--du|--description-url", ARG_VALUE, "URL",
          "URL shown with the description (SpcSpOpusInfo moreInfo)"},
-        {O_PAGE_HASHES, "-ph|--page-hashes", ARG_NONE, NULL,
+        {O_PAGE_HASHES, "-ph|--ph|--page-hashing|--page-hashes", ARG_NONE, NULL,
          "include PE page hashes (SHA-1 pages for sha1, SHA-256 otherwise)"},
-        {O_NO_PAGE_HASHES, "-nph|--no-page-hashes", ARG_NONE, NULL,
+        {O_NO_PAGE_HASHES, "-nph|--nph|--no-page-hashing|--no-page-hashes", ARG_NONE, NULL,
          "do not include page hashes (default)"},
-        {O_VERBOSE, "-v|--verbose", ARG_NONE, NULL, "say what is done"},
-        {O_QUIET, "-q|--quiet", ARG_NONE, NULL, "print errors only"},
+        {O_CONTINUE, "-coe|--coe|--continue-on-error", ARG_NONE, NULL,
+         "keep signing the other files after a failure (default: stop at the first)"},
+        {O_INPUT_LIST, "-ifl|--ifl|--input-file-list", ARG_VALUE, "FILE",
+         "read more files to sign from FILE, one per line (blank lines skipped)"},
+        {O_MDOP, "-mdop|--mdop|--max-degree-of-parallelism", ARG_VALUE, "N",
+         "most files signed at once; files are signed one at a time in this version"},
+        {O_TS_RFC3161, "-tr|--tr|--timestamp-rfc3161", ARG_VALUE, "URL",
+         "RFC 3161 timestamp server (not yet supported: refused)"},
+        {O_TS_DIGEST, "-td|--td|--timestamp-digest", ARG_VALUE, "ALG",
+         "timestamp digest (with -tr; not yet supported)"},
+        {O_TS_LEGACY, "-t|--t|--timestamp-authenticode", ARG_VALUE, "URL",
+         "legacy Authenticode timestamp server (not yet supported: refused)"},
+        {O_APPEND, "-as|--as|--append-signature", ARG_NONE, NULL,
+         "add a nested signature (not yet supported: refused)"},
+        {O_VERBOSE, "-v|--v|--verbose", ARG_NONE, NULL, "say what is done"},
+        {O_QUIET, "-q|--q|--quiet", ARG_NONE, NULL, "print errors only"},
+        {O_COLORS, "--colors", ARG_NONE, NULL,
+         "accepted for AzureSignTool compatibility; no effect"},
         {0},
 };
 
+#define MAX_EXTRA_CERTS 16
+
 struct sign_args {
 	struct hs_key_file_opts key;
+	struct hs_azure_key_opts azure;
 	struct hs_sign_opts sign;
 	const char *pfx_pass;
 	const char *key_pass;
+	const char *kv_secret;
+	const char *kv_token;
+	const char *kv_cert_pass;
+	const char *input_list;
+	const char *unsupported; /* first not-yet-supported option seen */
+	const char *extra_certs[MAX_EXTRA_CERTS + 1];
+	int n_extra_certs;
+	int continue_on_error;
+	int verbose, quiet, ph, nph;
 };
 
-static int sign_opt(int id, const char *value, void *userdata)
+/* Options that set a plain string field. */
+static const char **string_field(struct sign_args *a, int id)
 {
-	struct sign_args *a = userdata;
-
 	switch (id) {
 	case O_KEY:
-		a->key.key_path = value;
-		break;
-	case O_CERT:
-		a->key.cert_path = value;
-		break;
+		return &a->key.key_path;
 	case O_PFX:
-		a->key.pfx_path = value;
-		break;
+		return &a->key.pfx_path;
 	case O_PFX_PASS:
-		a->pfx_pass = value;
-		break;
+		return &a->pfx_pass;
 	case O_KEY_PASS:
-		a->key_pass = value;
-		break;
-	case O_DIGEST:
-		if (hs_digest_from_name(&a->sign.digest, value) < 0) {
-			cli_error("sign: unknown digest '%s' (sha1, sha256, sha384, sha512)",
-			          value);
-			return EXIT_INVALID_ARGS;
-		}
-		break;
+		return &a->key_pass;
 	case O_OUTPUT:
-		a->sign.output = value;
-		break;
-	case O_SKIP_SIGNED:
-		a->sign.skip_signed = 1;
-		break;
+		return &a->sign.output;
 	case O_DESCRIPTION:
-		a->sign.description = value;
-		break;
+		return &a->sign.description;
 	case O_DESCRIPTION_URL:
-		a->sign.description_url = value;
-		break;
-	case O_PAGE_HASHES:
-	case O_NO_PAGE_HASHES:
-		a->sign.page_hashes = id == O_PAGE_HASHES;
-		break;
-	case O_VERBOSE:
-		cli_verbosity = 2;
-		break;
-	case O_QUIET:
-		cli_verbosity = 0;
-		break;
+		return &a->sign.description_url;
+	case O_INPUT_LIST:
+		return &a->input_list;
+	case O_KV_URL:
+		return &a->azure.vault_url;
+	case O_KV_CERT:
+		return &a->azure.certificate;
+	case O_KV_CERT_VERSION:
+		return &a->azure.certificate_version;
+	case O_KV_CLIENT_ID:
+		return &a->azure.client_id;
+	case O_KV_SECRET:
+		return &a->kv_secret;
+	case O_KV_TENANT:
+		return &a->azure.tenant_id;
+	case O_KV_TOKEN:
+		return &a->kv_token;
+	case O_KV_AUTHORITY:
+		return &a->azure.authority;
+	case O_KV_CREDENTIAL:
+		return &a->azure.credential;
+	case O_KV_CLIENT_CERT:
+		return &a->azure.client_cert_path;
+	case O_KV_CLIENT_CERT_PASS:
+		return &a->kv_cert_pass;
+	case O_KV_API_VERSION:
+		return &a->azure.api_version;
+	case O_KV_KEY_VERSION:
+		return &a->azure.key_version;
+	case O_CA_FILE:
+		return &a->azure.ca_file;
+	}
+	return NULL;
+}
+
+static int parse_digest(const char *value, enum hs_digest *out)
+{
+	if (hs_digest_from_name(out, value) < 0) {
+		cli_error("sign: unknown digest '%s' (sha1, sha256, sha384, sha512)", value);
+		return EXIT_INVALID_ARGS;
 	}
 	return 0;
 }
 
-static int check_args(const struct sign_args *a, int n_files)
+static int flag_opt(struct sign_args *a, int id, const char *value)
 {
-	if (n_files == 0) {
-		cli_error("sign: no files to sign (see 'hsmsign sign --help')");
+	switch (id) {
+	case O_CERT:
+		a->key.cert_path = value;
+		a->azure.cert_file = value;
+		break;
+	case O_SKIP_SIGNED:
+		a->sign.skip_signed = 1;
+		break;
+	case O_PAGE_HASHES:
+		a->ph = 1;
+		break;
+	case O_NO_PAGE_HASHES:
+		a->nph = 1;
+		break;
+	case O_VERBOSE:
+		a->verbose = 1;
+		break;
+	case O_QUIET:
+		a->quiet = 1;
+		break;
+	case O_CONTINUE:
+		a->continue_on_error = 1;
+		break;
+	case O_KV_MANAGED:
+		a->azure.credential = a->azure.credential ? a->azure.credential : "default";
+		break;
+	case O_KV_MHSM:
+		a->azure.managed_hsm = 1;
+		break;
+	case O_NO_AIA:
+		a->azure.no_aia = 1;
+		break;
+	case O_COLORS:
+		break;
+	case O_MDOP: {
+		char *end;
+		long n = strtol(value, &end, 10);
+
+		if (*value == '\0' || *end != '\0' || n < -1) {
+			cli_error("sign: --max-degree-of-parallelism takes a positive integer, 0 "
+			          "or -1");
+			return EXIT_INVALID_ARGS;
+		}
+		break;
+	}
+	case O_HTTP_RETRIES:
+	case O_HTTP_MAX_TIME: {
+		char *end;
+		long n = strtol(value, &end, 10);
+
+		if (*value == '\0' || *end != '\0' || n < 0 || n > 100000) {
+			cli_error("sign: %s takes a whole number",
+			          id == O_HTTP_RETRIES ? "--http-retries" : "--http-max-time");
+			return EXIT_INVALID_ARGS;
+		}
+		if (id == O_HTTP_RETRIES)
+			a->azure.max_retries = n == 0 ? -1 : (int)n;
+		else
+			a->azure.max_total_ms = n * 1000;
+		break;
+	}
+	case O_KV_ADD_CERT:
+		if (a->n_extra_certs == MAX_EXTRA_CERTS) {
+			cli_error("sign: at most %d --additional-certificates", MAX_EXTRA_CERTS);
+			return EXIT_INVALID_ARGS;
+		}
+		a->extra_certs[a->n_extra_certs++] = value;
+		break;
+	case O_TS_RFC3161:
+		if (!a->unsupported)
+			a->unsupported = "--timestamp-rfc3161";
+		break;
+	case O_TS_LEGACY:
+		if (!a->unsupported)
+			a->unsupported = "--timestamp-authenticode";
+		break;
+	case O_APPEND:
+		if (!a->unsupported)
+			a->unsupported = "--append-signature";
+		break;
+	case O_TS_DIGEST: {
+		enum hs_digest d;
+		return parse_digest(value, &d);
+	}
+	}
+	return 0;
+}
+
+static int sign_opt(int id, const char *value, void *userdata)
+{
+	struct sign_args *a = userdata;
+	const char **field = string_field(a, id);
+
+	if (field != NULL) {
+		*field = value;
+		return 0;
+	}
+	if (id == O_DIGEST)
+		return parse_digest(value, &a->sign.digest);
+	return flag_opt(a, id, value);
+}
+
+static int check_exclusive(const struct sign_args *a)
+{
+	static const char *const pairs[][2] = {
+	        {"--quiet", "--verbose"},
+	        {"--page-hashing", "--no-page-hashing"},
+	};
+	const int set[][2] = {{a->quiet, a->verbose}, {a->ph, a->nph}};
+
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		if (set[i][0] && set[i][1]) {
+			cli_error("sign: %s and %s cannot be combined", pairs[i][0], pairs[i][1]);
+			return EXIT_INVALID_ARGS;
+		}
+	}
+	return 0;
+}
+
+static int check_key_source(const struct sign_args *a)
+{
+	bool file = a->key.pfx_path || a->key.key_path;
+	bool azure = a->azure.vault_url != NULL;
+
+	if (file && azure) {
+		cli_error("sign: give a key file (--key/--pfx) or a vault (-kvu), not both");
 		return EXIT_INVALID_ARGS;
 	}
-	if (a->sign.output != NULL && n_files > 1) {
-		cli_error("sign: --output needs exactly one input file");
+	if (!file && !azure) {
+		cli_error("sign: no key: give --key and --cert, --pfx, or a vault with -kvu and "
+		          "-kvc");
 		return EXIT_INVALID_ARGS;
 	}
-	if (a->key.pfx_path == NULL && (a->key.key_path == NULL || a->key.cert_path == NULL)) {
-		cli_error("sign: no key: give --key and --cert, or --pfx");
+	if (file && a->key.pfx_path == NULL && a->key.cert_path == NULL) {
+		cli_error("sign: --key needs its certificate chain (--cert)");
 		return EXIT_INVALID_ARGS;
 	}
 	if (a->pfx_pass != NULL && a->key_pass != NULL) {
@@ -129,39 +367,158 @@ static int check_args(const struct sign_args *a, int n_files)
 	return 0;
 }
 
-/* Opens the key; the password is wiped as soon as the key is loaded. */
-static int open_key(struct hs_ctx *ctx, struct sign_args *a, struct hs_key **key)
+static int check_args(const struct sign_args *a, int n_files)
 {
-	const char *spec = a->pfx_pass ? a->pfx_pass : a->key_pass;
-	char *password = NULL;
 	int r;
 
-	if (spec != NULL &&
-	    (r = cli_secret_read(a->pfx_pass ? "--pfx-pass" : "--key-pass", spec, &password)))
+	if (a->unsupported != NULL) {
+		cli_error("sign: %s is not yet supported by this version of hsmsign; "
+		          "run without it",
+		          a->unsupported);
+		return EXIT_INVALID_ARGS;
+	}
+	if ((r = check_exclusive(a)) != 0 || (r = check_key_source(a)) != 0)
 		return r;
-	a->key.password = password;
-	r = hs_key_open_file(ctx, key, &a->key);
-	a->key.password = NULL;
-	cli_secret_free(password);
-	if (r < 0) {
-		cli_error("sign: %s", hs_ctx_message(ctx));
+	if (n_files == 0) {
+		cli_error("sign: no files to sign (see 'hsmsign sign --help')");
+		return EXIT_INVALID_ARGS;
+	}
+	if (a->sign.output != NULL && n_files > 1) {
+		cli_error("sign: --output needs exactly one input file");
 		return EXIT_INVALID_ARGS;
 	}
 	return 0;
 }
 
+/* Adds the lines of an input file list to files (capacity *cap, grown);
+ * the caller frees the added strings. */
+static int read_input_list(const char *path, char ***files, int *n, int *cap)
+{
+	FILE *fp = fopen(path, "r");
+	char *line = NULL;
+	size_t size = 0;
+	ssize_t len;
+
+	if (fp == NULL) {
+		cli_error("sign: %s: cannot open input file list", path);
+		return EXIT_INVALID_ARGS;
+	}
+	while ((len = getline(&line, &size, fp)) >= 0) {
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (len == 0)
+			continue;
+		if (*n == *cap) {
+			char **grown = realloc(*files, sizeof(**files) * (size_t)(*cap * 2 + 16));
+			if (grown == NULL)
+				break;
+			*files = grown;
+			*cap = *cap * 2 + 16;
+		}
+		(*files)[(*n)++] = line;
+		line = NULL;
+		size = 0;
+	}
+	free(line);
+	fclose(fp);
+	return 0;
+}
+
+/* Reads a secret that AzureSignTool takes literally: env:/file:/stdin
+ * forms are preferred, a literal value is accepted with a warning. */
+static int read_compat_secret(const char *option, const char *spec, char **out)
+{
+	if (strncmp(spec, "env:", 4) == 0 || strncmp(spec, "file:", 5) == 0 ||
+	    strcmp(spec, "stdin") == 0 || strcmp(spec, "-") == 0)
+		return cli_secret_read(option, spec, out);
+	if (cli_verbosity >= 1)
+		cli_error("warning: %s given on the command line is visible to other processes; "
+		          "use env:NAME, file:PATH or stdin",
+		          option);
+	*out = cli_secret_dup(spec);
+	return *out ? 0 : EXIT_ALL_FAILED;
+}
+
+struct secrets {
+	char *password, *kv_secret, *kv_token, *kv_cert_pass;
+};
+
+static void secrets_free(struct secrets *s)
+{
+	cli_secret_free(s->password);
+	cli_secret_free(s->kv_secret);
+	cli_secret_free(s->kv_token);
+	cli_secret_free(s->kv_cert_pass);
+	memset(s, 0, sizeof(*s));
+}
+
+static int read_secrets(const struct sign_args *a, struct secrets *s)
+{
+	const char *spec = a->pfx_pass ? a->pfx_pass : a->key_pass;
+	int r = 0;
+
+	if (spec != NULL)
+		r = cli_secret_read(a->pfx_pass ? "--pfx-pass" : "--key-pass", spec, &s->password);
+	if (r == 0 && a->kv_secret != NULL)
+		r = read_compat_secret("--azure-key-vault-client-secret", a->kv_secret,
+		                       &s->kv_secret);
+	if (r == 0 && a->kv_token != NULL)
+		r = read_compat_secret("--azure-key-vault-accesstoken", a->kv_token, &s->kv_token);
+	if (r == 0 && a->kv_cert_pass != NULL)
+		r = cli_secret_read("--azure-client-certificate-password", a->kv_cert_pass,
+		                    &s->kv_cert_pass);
+	return r;
+}
+
+/* Opens the key; secrets are wiped as soon as it is open. */
+static int open_key(struct hs_ctx *ctx, struct sign_args *a, struct hs_key **key)
+{
+	struct secrets s = {0};
+	int r;
+
+	if ((r = read_secrets(a, &s)) != 0)
+		goto out;
+	if (a->azure.vault_url != NULL) {
+		a->azure.client_secret = s.kv_secret;
+		a->azure.access_token = s.kv_token;
+		a->azure.client_cert_password = s.kv_cert_pass;
+		a->azure.extra_certs = a->extra_certs;
+		r = hs_key_open_azure(ctx, key, &a->azure);
+		a->azure.client_secret = a->azure.access_token = a->azure.client_cert_password =
+		        NULL;
+	} else {
+		a->key.password = s.password;
+		r = hs_key_open_file(ctx, key, &a->key);
+		a->key.password = NULL;
+	}
+	if (r < 0) {
+		cli_error("sign: %s", hs_ctx_message(ctx));
+		r = EXIT_INVALID_ARGS;
+	}
+out:
+	secrets_free(&s);
+	return r;
+}
+
 static int sign_all(struct hs_ctx *ctx, struct hs_key *key, const struct sign_args *a, char **files,
                     int n_files)
 {
-	int failed = 0;
+	int failed = 0, i;
 
-	for (int i = 0; i < n_files; i++) {
+	for (i = 0; i < n_files; i++) {
 		enum hs_sign_outcome outcome;
 
 		hs_ctx_clear_error(ctx);
 		if (hs_sign_file(ctx, key, files[i], &a->sign, &outcome) < 0) {
 			cli_error_ctx(ctx, files[i]);
 			failed++;
+			if (!a->continue_on_error && i + 1 < n_files) {
+				cli_error("stopped after the first failure: %d file(s) not signed "
+				          "(use --continue-on-error to go on)",
+				          n_files - i - 1);
+				failed += n_files - i - 1;
+				break;
+			}
 		} else if (cli_verbosity >= 1) {
 			printf("%s %s\n",
 			       outcome == HS_SIGN_SKIPPED ? "Skipped (already signed):" : "Signed:",
@@ -173,21 +530,43 @@ static int sign_all(struct hs_ctx *ctx, struct hs_key *key, const struct sign_ar
 	return failed == n_files ? EXIT_ALL_FAILED : EXIT_SOME_FAILED;
 }
 
+static void apply_verbosity(struct sign_args *a)
+{
+	/* Test knob: tests shrink the retry backoff (docs/cli.md). */
+	const char *backoff = getenv("HSMSIGN_HTTP_BACKOFF_MS");
+
+	if (backoff != NULL && *backoff != '\0')
+		a->azure.backoff_base_ms = strtol(backoff, NULL, 10);
+	if (a->verbose)
+		cli_verbosity = 2;
+	if (a->quiet)
+		cli_verbosity = 0;
+	a->sign.page_hashes = a->ph;
+}
+
 int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	struct sign_args a = {HS_KEY_FILE_OPTS_INIT, HS_SIGN_OPTS_INIT, NULL, NULL};
-	char **files = calloc((size_t)argc, sizeof(*files));
+	struct sign_args a = {.key = HS_KEY_FILE_OPTS_INIT,
+	                      .azure = HS_AZURE_KEY_OPTS_INIT,
+	                      .sign = HS_SIGN_OPTS_INIT};
+	int cap = argc, n_files = 0, n_argv = 0, r;
+	char **files = calloc((size_t)cap, sizeof(*files));
 	struct hs_ctx *ctx = NULL;
 	struct hs_key *key = NULL;
-	int n_files = 0, r;
 
 	if (files == NULL || hs_ctx_new(&ctx) < 0) {
 		cli_error("out of memory");
 		r = EXIT_ALL_FAILED;
 		goto out;
 	}
-	r = cli_parse(cmd, argc, argv, sign_opt, &a, files, &n_files);
-	if (r != 0 || (r = check_args(&a, n_files)) != 0)
+	if ((r = cli_parse(cmd, argc, argv, sign_opt, &a, files, &n_files)) != 0)
+		goto out;
+	apply_verbosity(&a);
+	n_argv = n_files;
+	if (a.input_list != NULL &&
+	    (r = read_input_list(a.input_list, &files, &n_files, &cap)) != 0)
+		goto out;
+	if ((r = check_args(&a, n_files)) != 0)
 		goto out;
 	hs_ctx_set_log(ctx, cli_log, NULL);
 	if ((r = open_key(ctx, &a, &key)) != 0)
@@ -198,6 +577,8 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 		        hs_digest_name(a.sign.digest));
 	r = sign_all(ctx, key, &a, files, n_files);
 out:
+	for (int i = n_argv; i < n_files; i++)
+		free(files[i]);
 	hs_key_free(key);
 	hs_ctx_free(ctx);
 	free(files);

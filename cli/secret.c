@@ -62,7 +62,7 @@ static char *read_stdin_secret(void)
 	return strip_newline(buf);
 }
 
-static char *dup_secret(const char *s)
+char *cli_secret_dup(const char *s)
 {
 	size_t n = strlen(s);
 	char *d = n <= SECRET_MAX ? OPENSSL_zalloc(SECRET_MAX + 1) : NULL;
@@ -82,7 +82,7 @@ int cli_secret_read(const char *option, const char *spec, char **out)
 			cli_error("%s: environment variable %s is not set", option, spec + 4);
 			return EXIT_INVALID_ARGS;
 		}
-		*out = dup_secret(v);
+		*out = cli_secret_dup(v);
 	} else if (strncmp(spec, "file:", 5) == 0) {
 		*out = read_file_secret(spec + 5);
 	} else if (strcmp(spec, "stdin") == 0 || strcmp(spec, "-") == 0) {

@@ -110,6 +110,58 @@ const char *hs_key_subject(const struct hs_key *key);
 /* Name of the provider ("file", ...); static string. */
 const char *hs_key_provider_name(const struct hs_key *key);
 
+/*
+ * Azure Key Vault and Managed HSM keys. The private key never leaves the
+ * vault: per run one GET of the certificate (vaults) or key (Managed HSM),
+ * then one sign request per file carrying only a digest.
+ */
+struct hs_azure_key_opts {
+	const char *vault_url;           /* https://NAME.vault.azure.net (-kvu) */
+	const char *certificate;         /* certificate name (-kvc) */
+	const char *certificate_version; /* -kvcv; NULL: the current version */
+	/* Managed HSM (keys only): the key name (NULL: `certificate`), its
+	 * version (NULL: the current one) and the signing certificate file
+	 * (PEM/DER, may hold the chain) — the HSM stores no certificates. */
+	const char *key;
+	const char *key_version;
+	const char *cert_file;
+	int managed_hsm;                /* -1: from the host name; 0 vault; 1 HSM */
+	const char *const *extra_certs; /* -ac files, NULL-terminated, or NULL */
+	const char *api_version;        /* NULL: HS_AZURE_API_VERSION */
+	int no_aia;                     /* 1: do not fetch missing intermediates */
+	const char *aia_cache_dir;      /* NULL: $XDG_CACHE_HOME/hsmsign/aia */
+	const char *ca_file;            /* extra trusted TLS roots (PEM) */
+
+	/* Credentials (see docs/azure.md): NULL fields fall back to the
+	 * AZURE_* / ACTIONS_* / IDENTITY_* environment variables. */
+	const char *credential;           /* NULL/"default" or a source name */
+	const char *access_token;         /* -kva; borrowed, secret */
+	const char *tenant_id;            /* -kvt */
+	const char *client_id;            /* -kvi */
+	const char *client_secret;        /* -kvs; borrowed, secret */
+	const char *client_cert_path;     /* certificate credential (PEM/PKCS#12) */
+	const char *client_cert_password; /* borrowed, secret */
+	const char *authority;            /* -au: URL or public/china/usgov */
+
+	/* HTTP behaviour; 0 means the default. */
+	int max_retries;      /* 0: default 6; -1: none */
+	long timeout_ms;      /* per request, default 30000 */
+	long max_total_ms;    /* per call with retries, default 120000 */
+	long backoff_base_ms; /* default 1000 */
+};
+#define HS_AZURE_API_VERSION "2025-07-01"
+#define HS_AZURE_KEY_OPTS_INIT                                                                     \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, NULL, NULL, -1                                             \
+	}
+
+/* Opens a key held in Azure Key Vault or Managed HSM: authenticates,
+ * fetches the certificate (and missing intermediates) once. Secrets in opts
+ * are copied into memory that is wiped on free; the caller may wipe its
+ * own copies when this returns. *out is freed with hs_key_free(). */
+int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out,
+                      const struct hs_azure_key_opts *opts);
+
 /* Signing. */
 struct hs_sign_opts {
 	enum hs_digest digest;       /* file digest and signature digest */

@@ -1,4 +1,6 @@
 /* buf.c - growable byte buffers and digest algorithm tables. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -59,6 +61,23 @@ void hs_buf_free_secret(struct hs_buf *buf)
 	if (buf->data != NULL)
 		OPENSSL_cleanse(buf->data, buf->cap);
 	hs_buf_free(buf);
+}
+
+char *hs_strprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (s = malloc((size_t)n + 1)) == NULL)
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return s;
 }
 
 void hs_free(void *ptr)

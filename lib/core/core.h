@@ -57,6 +57,10 @@ void hs_buf_free(struct hs_buf *buf);
 /* Wipes before freeing: for buffers that held secrets. */
 void hs_buf_free_secret(struct hs_buf *buf);
 
+/* A formatted string in fresh memory (free()), or NULL; a portable
+ * asprintf. */
+char *hs_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* The EVP_MD for a digest enum (static, never freed), or NULL. */
 const EVP_MD *hs_digest_md(enum hs_digest digest);
 /* The enum for an OpenSSL NID, or 0 if not one we support. */

@@ -103,8 +103,7 @@ static int load_key(struct hs_ctx *ctx, const char *path, const char *password, 
 	return 0;
 }
 
-/* All certificates of a PEM file, or the single one of a DER file. */
-static int load_certs(struct hs_ctx *ctx, const char *path, STACK_OF(X509) * *out)
+int hs_load_certs(struct hs_ctx *ctx, const char *path, STACK_OF(X509) * *out)
 {
 	STACK_OF(X509) *certs = sk_X509_new_null();
 	X509 *x;
@@ -199,7 +198,7 @@ static int load(struct hs_ctx *ctx, const struct hs_key_file_opts *opts, struct 
 		if (opts->cert_path != NULL) {
 			sk_X509_pop_free(fk->chain, X509_free);
 			fk->chain = NULL;
-			if ((r = load_certs(ctx, opts->cert_path, &fk->chain)) < 0)
+			if ((r = hs_load_certs(ctx, opts->cert_path, &fk->chain)) < 0)
 				return r;
 		}
 	} else {
@@ -208,7 +207,7 @@ static int load(struct hs_ctx *ctx, const struct hs_key_file_opts *opts, struct 
 			                    "a key file needs its certificate chain file too");
 		if ((r = load_key(ctx, opts->key_path, opts->password, &fk->pkey)) < 0)
 			return r;
-		if ((r = load_certs(ctx, opts->cert_path, &fk->chain)) < 0)
+		if ((r = hs_load_certs(ctx, opts->cert_path, &fk->chain)) < 0)
 			return r;
 	}
 	return put_signer_first(ctx, fk->pkey, fk->chain);

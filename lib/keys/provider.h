@@ -53,6 +53,11 @@ int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
 /* Borrowed: the signer certificate and the intermediates (may be empty). */
 X509 *hs_key_signer(const struct hs_key *key);
 
+/* All certificates of a PEM file, or the single one of a DER file, in file
+ * order; *out belongs to the caller. */
+int hs_load_certs(struct hs_ctx *ctx, const char *path, STACK_OF(X509) * *out);
+
 extern const struct hs_key_provider hs_key_provider_file;
+extern const struct hs_key_provider hs_key_provider_azure;
 
 #endif /* HS_PROVIDER_H */

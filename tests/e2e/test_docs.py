@@ -16,7 +16,7 @@ class CliReferenceTest(unittest.TestCase):
         with open(CLI_MD, encoding="utf-8") as f:
             doc = f.read()
         self.assertIn(ref, doc, "docs/cli.md is stale: regenerate its reference part "
-                      "with 'hsmsign help-markdown'")
+                      "with 'scripts/gen-cli-doc'")
 
 
 if __name__ == "__main__":

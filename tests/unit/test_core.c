@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "core/core.h"
+#include "core/codec.h"
 #include "core/file.h"
 
 static void error_first_message_wins(void **state)
@@ -140,6 +141,57 @@ static void pread_is_bounded(void **state)
 	hs_ctx_free(ctx);
 }
 
+/* RFC 4648 section 10 vectors, both alphabets, and malformed input. */
+static void base64_vectors(void **state)
+{
+	static const struct {
+		const char *plain, *std, *url;
+	} v[] = {
+	        {"", "", ""},
+	        {"f", "Zg==", "Zg"},
+	        {"fo", "Zm8=", "Zm8"},
+	        {"foo", "Zm9v", "Zm9v"},
+	        {"foob", "Zm9vYg==", "Zm9vYg"},
+	        {"fooba", "Zm9vYmE=", "Zm9vYmE"},
+	        {"foobar", "Zm9vYmFy", "Zm9vYmFy"},
+	        {"\xfb\xff", "+/8=", "-_8"},
+	};
+	static const char *const bad[] = {"Zm9v YmFy", "Zm9v\n", "Z", "Zm9vY", "Zm*v", "Zm9v=Zg"};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		size_t n = strlen(v[i].plain);
+		struct hs_buf e = {0}, u = {0}, d1 = {0}, d2 = {0};
+		char *s;
+
+		assert_int_equal(hs_base64_encode(&e, (const uint8_t *)v[i].plain, n, false), 0);
+		assert_int_equal(hs_base64_encode(&u, (const uint8_t *)v[i].plain, n, true), 0);
+		assert_int_equal(e.len, strlen(v[i].std));
+		assert_memory_equal(e.data, v[i].std, e.len);
+		assert_int_equal(u.len, strlen(v[i].url));
+		assert_memory_equal(u.data, v[i].url, u.len);
+		assert_int_equal(hs_base64_decode(&d1, v[i].std, strlen(v[i].std)), 0);
+		assert_int_equal(hs_base64_decode(&d2, v[i].url, strlen(v[i].url)), 0);
+		assert_int_equal(d1.len, n);
+		assert_int_equal(d2.len, n);
+		assert_memory_equal(d1.data, v[i].plain, n);
+		assert_memory_equal(d2.data, v[i].plain, n);
+		s = hs_b64url((const unsigned char *)v[i].plain, n);
+		assert_string_equal(s, v[i].url);
+		free(s);
+		hs_buf_free(&e);
+		hs_buf_free(&u);
+		hs_buf_free(&d1);
+		hs_buf_free(&d2);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct hs_buf d = {0};
+
+		assert_int_equal(hs_base64_decode(&d, bad[i], strlen(bad[i])), HS_ERR_FORMAT);
+		hs_buf_free(&d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +200,7 @@ int main(void)
 	        cmocka_unit_test(digest_names),
 	        cmocka_unit_test(out_commit_and_abort),
 	        cmocka_unit_test(pread_is_bounded),
+	        cmocka_unit_test(base64_vectors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,74 @@
+/*
+ * auth.h - Azure credentials: where bearer tokens for Key Vault come from.
+ *
+ * A credential source answers one question: "a token for this scope".
+ * Sources (protocols.md 2, 3): a ready token (-kva), client secret,
+ * client certificate, workload identity (federated token file), GitHub
+ * Actions OIDC (exchanged at Entra as a client assertion), managed identity
+ * (App Service IDENTITY_ENDPOINT, then IMDS), Azure CLI. The `default` chain
+ * tries them in the documented order and sticks with the first that yields a
+ * token. Tokens are cached per scope and refreshed 5 minutes before expiry.
+ * Tokens and secrets never reach messages or logs.
+ */
+#ifndef HS_AUTH_H
+#define HS_AUTH_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+#include "core/http.h"
+
+struct hs_azure_credential;
+
+/*
+ * Options; strings are borrowed for the duration of hs_azure_credential_new
+ * (secrets are copied into wiped-on-free memory). Unset fields fall back to
+ * the environment: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+ * AZURE_CLIENT_CERTIFICATE_PATH, AZURE_CLIENT_CERTIFICATE_PASSWORD,
+ * AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST,
+ * ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN, IDENTITY_ENDPOINT/IDENTITY_HEADER,
+ * IMDS_ENDPOINT (default http://169.254.169.254), AZURE_CLI_PATH
+ * (default "az").
+ */
+struct hs_azure_cred_opts {
+	/* NULL or "default": the chain. Else one of: "token", "secret",
+	 * "certificate", "environment", "workload-identity", "github-oidc",
+	 * "managed-identity", "azure-cli". */
+	const char *kind;
+	const char *access_token;     /* kind "token" (-kva) */
+	const char *tenant_id;        /* -kvt */
+	const char *client_id;        /* -kvi; also selects a user-assigned MI */
+	const char *client_secret;    /* -kvs */
+	const char *client_cert_path; /* PEM (key+cert) or PKCS#12 */
+	const char *client_cert_password;
+	/* Authority: a URL, or a cloud name "public", "china", "usgov"
+	 * (-au). NULL: AZURE_AUTHORITY_HOST or the public cloud. */
+	const char *authority;
+};
+#define HS_AZURE_CRED_OPTS_INIT                                                                    \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL                                     \
+	}
+
+/* http is borrowed and must outlive the credential. */
+int hs_azure_credential_new(struct hs_ctx *ctx, struct hs_http *http,
+                            const struct hs_azure_cred_opts *opts,
+                            struct hs_azure_credential **out);
+void hs_azure_credential_free(struct hs_azure_credential *cred);
+
+/*
+ * A bearer token for `scope` (e.g. "https://vault.azure.net/.default"),
+ * from the cache when still valid for 5 minutes. `tenant` (from a 401
+ * challenge) may be NULL. *token is borrowed: valid until the next call on
+ * this credential or its free. force_refresh skips the cache (after a 401
+ * that followed a cached token).
+ */
+int hs_azure_credential_token(struct hs_ctx *ctx, struct hs_azure_credential *cred,
+                              const char *scope, const char *tenant, int force_refresh,
+                              const char **token);
+
+/* Name of the source actually used ("github-oidc", ...) for -v output, or
+ * "default" before the first token. Static string. */
+const char *hs_azure_credential_source(const struct hs_azure_credential *cred);
+
+#endif /* HS_AUTH_H */

@@ -1,0 +1,590 @@
+/* http.c - the HTTP client: libcurl with TLS always verified, bounded bodies, retries. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "http.h"
+
+/* Largest response body we keep: Key Vault and Entra answers are a few KiB. */
+#define HTTP_BODY_MAX ((size_t)4 * 1024 * 1024)
+/* Longest header value we keep (WWW-Authenticate, Content-Type, Retry-After). */
+#define HTTP_HEADER_MAX 8192
+/* Exponential backoff stops growing here. */
+#define HTTP_BACKOFF_CAP_MS     60000L
+#define HTTP_CONNECT_TIMEOUT_MS 10000L
+/* The Azure Instance Metadata Service: link-local, never routed, plain http. */
+#define HTTP_IMDS_HOST "169.254.169.254"
+
+struct hs_http {
+	CURL *curl;
+	char *ca_file;
+	char *user_agent;
+	char *no_proxy; /* NO_PROXY plus the local hosts (tests, managed identity) */
+	long timeout_ms;
+	int max_retries;
+	long max_total_ms;
+	long backoff_base_ms;
+	long max_retry_after_ms;
+};
+
+/* What one attempt captured besides the response. */
+struct http_attempt {
+	struct hs_http_response *resp;
+	bool too_large;
+	long retry_after_ms; /* -1: no Retry-After header */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+/* The parts of a URL we log and name in messages: never the query string. */
+struct http_url {
+	char origin[256]; /* scheme://host[:port] */
+	char path[256];
+	char host[200];
+};
+
+static pthread_once_t http_global_once = PTHREAD_ONCE_INIT;
+static CURLcode http_global_status = CURLE_FAILED_INIT;
+
+static void http_global_init(void)
+{
+	http_global_status = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static long http_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void http_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static char *http_strdup_or_null(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+/* NO_PROXY (or no_proxy) extended with loopback and IMDS: CURLOPT_NOPROXY replaces the
+ * environment's list, and a proxy must never see managed-identity or test traffic. */
+static char *http_no_proxy(void)
+{
+	static const char local[] = "localhost,127.0.0.0/8,::1," HTTP_IMDS_HOST;
+	const char *env = getenv("NO_PROXY");
+	size_t n;
+	char *list;
+
+	if (env == NULL || *env == '\0')
+		env = getenv("no_proxy");
+	if (env != NULL && strcmp(env, "*") == 0)
+		return strdup(env);
+	n = (env ? strlen(env) + 1 : 0) + sizeof(local);
+	if ((list = malloc(n)) != NULL)
+		snprintf(list, n, "%s%s%s", env ? env : "", env && *env ? "," : "", local);
+	return list;
+}
+
+int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg)
+{
+	static const struct hs_http_config defaults = HS_HTTP_CONFIG_INIT;
+	struct hs_http *http = NULL;
+	const char *ca_file;
+	int r;
+
+	*out = NULL;
+	if (cfg == NULL)
+		cfg = &defaults;
+	pthread_once(&http_global_once, http_global_init);
+	if (http_global_status != CURLE_OK)
+		return hs_error_set(ctx, HS_ERR_NETWORK, "libcurl initialisation failed: %s",
+		                    curl_easy_strerror(http_global_status));
+	if ((http = calloc(1, sizeof(*http))) == NULL)
+		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	ca_file = cfg->ca_file;
+	if (ca_file == NULL && getenv("SSL_CERT_FILE") != NULL && *getenv("SSL_CERT_FILE"))
+		ca_file = getenv("SSL_CERT_FILE");
+	http->ca_file = http_strdup_or_null(ca_file);
+	http->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "hsmsign/" HS_VERSION);
+	http->no_proxy = http_no_proxy();
+	http->curl = curl_easy_init();
+	if (http->user_agent == NULL || http->no_proxy == NULL || http->curl == NULL ||
+	    (ca_file != NULL && http->ca_file == NULL)) {
+		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory creating the HTTP client");
+		goto out;
+	}
+	http->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
+	http->max_retries = cfg->max_retries < 0 ? 0 : cfg->max_retries == 0 ? 6 : cfg->max_retries;
+	http->max_total_ms = cfg->max_total_ms > 0 ? cfg->max_total_ms : 120000;
+	http->backoff_base_ms = cfg->backoff_base_ms > 0 ? cfg->backoff_base_ms : 1000;
+	http->max_retry_after_ms = cfg->max_retry_after_ms > 0 ? cfg->max_retry_after_ms : 60000;
+	*out = http;
+	http = NULL;
+	r = 0;
+out:
+	hs_http_free(http);
+	return r;
+}
+
+void hs_http_free(struct hs_http *http)
+{
+	if (http == NULL)
+		return;
+	if (http->curl != NULL)
+		curl_easy_cleanup(http->curl);
+	free(http->ca_file);
+	free(http->user_agent);
+	free(http->no_proxy);
+	free(http);
+}
+
+void hs_http_response_free(struct hs_http_response *resp)
+{
+	if (resp == NULL)
+		return;
+	/* Bodies may carry access tokens: always wipe. */
+	hs_buf_free_secret(&resp->body);
+	free(resp->www_authenticate);
+	free(resp->content_type);
+	resp->www_authenticate = NULL;
+	resp->content_type = NULL;
+}
+
+/* Splits url into the parts we may show; false if curl cannot parse it. */
+static bool http_url_parts(const char *url, struct http_url *parts, char *scheme, size_t scheme_len)
+{
+	CURLU *u = curl_url();
+	char *s = NULL, *host = NULL, *port = NULL, *path = NULL;
+	bool ok = false;
+
+	memset(parts, 0, sizeof(*parts));
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+		goto out;
+	if (curl_url_get(u, CURLUPART_SCHEME, &s, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		goto out;
+	curl_url_get(u, CURLUPART_PORT, &port, 0);
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	snprintf(scheme, scheme_len, "%s", s);
+	snprintf(parts->host, sizeof(parts->host), "%s", host);
+	snprintf(parts->origin, sizeof(parts->origin), "%s://%s%s%s", s, host, port ? ":" : "",
+	         port ? port : "");
+	snprintf(parts->path, sizeof(parts->path), "%s", path ? path : "/");
+	ok = true;
+out:
+	curl_free(s);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+/* True when a host name (as curl parses it, IPv6 in brackets) is loopback. */
+static bool http_host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	char inner[64];
+	size_t n = strlen(host);
+
+	if (strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (n > 2 && n < sizeof(inner) && host[0] == '[' && host[n - 1] == ']') {
+		memcpy(inner, host + 1, n - 2);
+		inner[n - 2] = '\0';
+		return inet_pton(AF_INET6, inner, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	return false;
+}
+
+bool hs_http_is_loopback_url(const char *url)
+{
+	struct http_url parts;
+	char scheme[16];
+
+	if (url == NULL || !http_url_parts(url, &parts, scheme, sizeof(scheme)))
+		return false;
+	if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
+		return false;
+	return http_host_is_loopback(parts.host);
+}
+
+char *hs_http_urlencode(const char *s)
+{
+	char *escaped, *copy;
+
+	if (s == NULL || strlen(s) > INT32_MAX)
+		return NULL;
+	escaped = curl_easy_escape(NULL, s, (int)strlen(s));
+	if (escaped == NULL)
+		return NULL;
+	copy = strdup(escaped);
+	OPENSSL_cleanse(escaped, strlen(escaped));
+	curl_free(escaped);
+	return copy;
+}
+
+/* Body sink: stops the transfer past HTTP_BODY_MAX. */
+static size_t http_write_cb(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct http_attempt *at = userdata;
+	struct hs_buf *body = &at->resp->body;
+	size_t n = size * nmemb;
+
+	if (n > HTTP_BODY_MAX - body->len) {
+		at->too_large = true;
+		return 0;
+	}
+	/* Keep one spare byte for the terminating NUL. */
+	if (hs_buf_reserve(body, n + 1) < 0)
+		return 0;
+	memcpy(body->data + body->len, data, n);
+	body->len += n;
+	body->data[body->len] = '\0';
+	return n;
+}
+
+/* Retry-After: delta-seconds or an HTTP date; -1 when unparsable. */
+static long http_parse_retry_after(const char *value)
+{
+	char *end;
+	long long secs;
+	time_t when, now;
+
+	if (*value >= '0' && *value <= '9') {
+		errno = 0;
+		secs = strtoll(value, &end, 10);
+		if (errno != 0 || secs > 86400L * 365)
+			secs = 86400L * 365;
+		return (long)secs * 1000;
+	}
+	when = curl_getdate(value, NULL);
+	if (when == -1)
+		return -1;
+	now = time(NULL);
+	return when > now ? (long)(when - now) * 1000 : 0;
+}
+
+/* Header sink: keeps WWW-Authenticate, Content-Type and Retry-After of the last response. */
+static size_t http_header_cb(char *data, size_t size, size_t nmemb, void *userdata)
+{
+	struct http_attempt *at = userdata;
+	size_t n = size * nmemb, name_len;
+	const char *colon, *value, *end;
+	char **slot = NULL;
+	char tmp[64];
+
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+		/* A new response (after 100 Continue or a proxy CONNECT): start over. */
+		free(at->resp->www_authenticate);
+		free(at->resp->content_type);
+		at->resp->www_authenticate = at->resp->content_type = NULL;
+		at->retry_after_ms = -1;
+		return n;
+	}
+	colon = memchr(data, ':', n);
+	if (colon == NULL)
+		return n;
+	name_len = (size_t)(colon - data);
+	value = colon + 1;
+	end = data + n;
+	while (value < end && (*value == ' ' || *value == '\t'))
+		value++;
+	while (end > value && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	if ((size_t)(end - value) > HTTP_HEADER_MAX)
+		return n;
+	if (name_len == 16 && strncasecmp(data, "WWW-Authenticate", 16) == 0) {
+		if (at->resp->www_authenticate == NULL)
+			slot = &at->resp->www_authenticate;
+	} else if (name_len == 12 && strncasecmp(data, "Content-Type", 12) == 0) {
+		free(at->resp->content_type);
+		at->resp->content_type = NULL;
+		slot = &at->resp->content_type;
+	} else if (name_len == 11 && strncasecmp(data, "Retry-After", 11) == 0 &&
+	           (size_t)(end - value) < sizeof(tmp)) {
+		memcpy(tmp, value, (size_t)(end - value));
+		tmp[end - value] = '\0';
+		at->retry_after_ms = http_parse_retry_after(tmp);
+	}
+	if (slot != NULL)
+		*slot = strndup(value, (size_t)(end - value));
+	return n;
+}
+
+/* Sets the method and body; the body is not copied (it may be a secret). */
+static void http_set_method(CURL *curl, const struct hs_http_request *req)
+{
+	const char *method = req->method ? req->method : "GET";
+	bool has_body = req->body != NULL || strcmp(method, "POST") == 0 ||
+	                strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0;
+
+	if (strcmp(method, "GET") == 0 && req->body == NULL) {
+		curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+		return;
+	}
+	if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+		return;
+	}
+	if (has_body) {
+		curl_easy_setopt(curl, CURLOPT_POST, 1L);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS,
+		                 req->body ? (const char *)req->body : "");
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	}
+	if (strcmp(method, "POST") != 0)
+		curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+}
+
+/* Builds the header list: the caller's headers plus "Expect:" (no 100-continue). */
+static struct curl_slist *http_headers(const struct hs_http_request *req)
+{
+	struct curl_slist *list = NULL, *next;
+
+	for (const char *const *h = req->headers; h != NULL && *h != NULL; h++) {
+		if ((next = curl_slist_append(list, *h)) == NULL)
+			goto fail;
+		list = next;
+	}
+	if ((next = curl_slist_append(list, "Expect:")) == NULL)
+		goto fail;
+	return next;
+fail:
+	curl_slist_free_all(list);
+	return NULL;
+}
+
+/* One request on the reused easy handle; returns curl's result. */
+static CURLcode http_attempt_once(struct hs_http *http, const struct hs_http_request *req,
+                                  struct curl_slist *headers, long timeout_ms,
+                                  struct http_attempt *at)
+{
+	CURL *curl = http->curl;
+	CURLcode rc;
+
+	curl_easy_reset(curl); /* keeps the connection cache */
+	curl_easy_setopt(curl, CURLOPT_URL, req->url);
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
+	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (http->ca_file != NULL)
+		curl_easy_setopt(curl, CURLOPT_CAINFO, http->ca_file);
+	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_NOPROXY, http->no_proxy);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+	                 timeout_ms < HTTP_CONNECT_TIMEOUT_MS ? timeout_ms
+	                                                      : HTTP_CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, http->user_agent);
+	curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, http_write_cb);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, at);
+	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, http_header_cb);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, at);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, at->errbuf);
+	http_set_method(curl, req);
+	at->errbuf[0] = '\0';
+	rc = curl_easy_perform(curl);
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &at->resp->status);
+	/* The error buffer belongs to this frame's caller: detach it. */
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+	return rc;
+}
+
+static bool http_retryable_status(const struct hs_http_request *req,
+                                  const struct hs_http_response *resp)
+{
+	long s = resp->status;
+
+	if (s == 429 || (s >= 500 && s <= 599 && s != 501 && s != 505))
+		return true;
+	return s == 403 && req->retry_rbac_denial && resp->body.data != NULL &&
+	       strstr((const char *)resp->body.data, "ForbiddenByRbac") != NULL;
+}
+
+static bool http_retryable_curl(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool http_tls_trust_error(CURLcode rc)
+{
+	return rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+	       rc == CURLE_SSL_ISSUER_ERROR || rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH ||
+	       rc == CURLE_SSL_CRL_BADFILE;
+}
+
+/* Backoff before retry `attempt` (1-based): Retry-After if given, else full jitter. */
+static long http_backoff_ms(const struct hs_http *http, int attempt, long retry_after_ms)
+{
+	unsigned int rnd = 0;
+	long cap = http->backoff_base_ms;
+
+	if (retry_after_ms >= 0)
+		return retry_after_ms < http->max_retry_after_ms ? retry_after_ms
+		                                                 : http->max_retry_after_ms;
+	for (int i = 1; i < attempt && cap < HTTP_BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	if (cap > HTTP_BACKOFF_CAP_MS)
+		cap = HTTP_BACKOFF_CAP_MS;
+	if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+		rnd = (unsigned int)rand();
+	return (long)(rnd % (unsigned long)(cap + 1));
+}
+
+/* Resets the response for a new attempt, keeping the body's allocation. */
+static void http_response_reset(struct hs_http_response *resp)
+{
+	if (resp->body.data != NULL)
+		OPENSSL_cleanse(resp->body.data, resp->body.cap);
+	resp->body.len = 0;
+	resp->status = 0;
+	free(resp->www_authenticate);
+	free(resp->content_type);
+	resp->www_authenticate = resp->content_type = NULL;
+}
+
+/* The final error for a failed transfer (no response). */
+static int http_curl_error(struct hs_ctx *ctx, const struct http_url *u, CURLcode rc,
+                           const struct http_attempt *at, int attempts, long elapsed_ms)
+{
+	const char *why = at->errbuf[0] ? at->errbuf : curl_easy_strerror(rc);
+
+	if (at->too_large)
+		return hs_error_set(ctx, HS_ERR_NETWORK,
+		                    "%s%s: response too large (more than %zu bytes)", u->origin,
+		                    u->path, HTTP_BODY_MAX);
+	if (http_tls_trust_error(rc))
+		return hs_error_set(ctx, HS_ERR_NETWORK,
+		                    "TLS certificate of %s not trusted: %s (set --ca-file or "
+		                    "SSL_CERT_FILE to add a root)",
+		                    u->host, why);
+	if (http_retryable_curl(rc) && attempts > 1)
+		return hs_error_set(ctx, HS_ERR_NETWORK, "%s: %s (after %d attempts in %.1f s)",
+		                    u->origin, why, attempts, (double)elapsed_ms / 1000.0);
+	return hs_error_set(ctx, HS_ERR_NETWORK, "%s: %s", u->origin, why);
+}
+
+/* Checks the URL before any traffic: http(s) only, plain http only to local hosts. */
+static int http_check_url(struct hs_ctx *ctx, const char *url, bool allow_plain_http,
+                          struct http_url *u)
+{
+	char scheme[16];
+
+	if (url == NULL || !http_url_parts(url, u, scheme, sizeof(scheme)))
+		return hs_error_set(ctx, HS_ERR_INVALID, "invalid URL");
+	if (strcasecmp(scheme, "https") == 0)
+		return 0;
+	if (strcasecmp(scheme, "http") != 0)
+		return hs_error_set(ctx, HS_ERR_INVALID, "unsupported URL scheme '%s' in %s",
+		                    scheme, u->origin);
+	if (allow_plain_http || http_host_is_loopback(u->host) ||
+	    strcmp(u->host, HTTP_IMDS_HOST) == 0)
+		return 0;
+	return hs_error_set(ctx, HS_ERR_INVALID,
+	                    "refusing plain http:// to %s: only loopback hosts may use http, use "
+	                    "https",
+	                    u->host);
+}
+
+int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_request *req,
+                 struct hs_http_response *resp)
+{
+	struct http_attempt at = {.resp = resp};
+	struct curl_slist *headers = NULL;
+	struct http_url u;
+	long start = http_now_ms(), elapsed = 0, wait_ms, budget;
+	int max_attempts, r;
+	CURLcode rc = CURLE_OK;
+	bool retryable;
+
+	memset(resp, 0, sizeof(*resp));
+	if ((r = http_check_url(ctx, req->url, req->allow_plain_http, &u)) < 0)
+		goto out;
+	if ((headers = http_headers(req)) == NULL) {
+		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	max_attempts = req->no_retry ? 1 : http->max_retries + 1;
+	for (int attempt = 1;; attempt++) {
+		http_response_reset(resp);
+		at.too_large = false;
+		at.retry_after_ms = -1;
+		budget = http->max_total_ms - elapsed;
+		if (budget < 1)
+			budget = 1; /* curl reads 0 as "no timeout" */
+		rc = http_attempt_once(http, req, headers,
+		                       budget < http->timeout_ms ? budget : http->timeout_ms, &at);
+		resp->attempts = attempt;
+		elapsed = http_now_ms() - start;
+		if (rc == CURLE_OK)
+			hs_log(ctx, HS_LOG_DEBUG, "%s %s%s -> HTTP %ld (attempt %d, %ld ms)",
+			       req->method ? req->method : "GET", u.origin, u.path, resp->status,
+			       attempt, elapsed);
+		else
+			hs_log(ctx, HS_LOG_DEBUG, "%s %s%s -> %s (attempt %d, %ld ms)",
+			       req->method ? req->method : "GET", u.origin, u.path,
+			       curl_easy_strerror(rc), attempt, elapsed);
+		retryable = rc == CURLE_OK ? http_retryable_status(req, resp)
+		                           : !at.too_large && http_retryable_curl(rc);
+		if (!retryable)
+			break;
+		wait_ms = http_backoff_ms(http, attempt, at.retry_after_ms);
+		if (attempt >= max_attempts || elapsed + wait_ms >= http->max_total_ms)
+			break;
+		hs_log(ctx, HS_LOG_DEBUG, "retrying %s%s in %ld ms", u.origin, u.path, wait_ms);
+		http_sleep_ms(wait_ms);
+		elapsed = http_now_ms() - start;
+	}
+	if (rc != CURLE_OK) {
+		r = http_curl_error(ctx, &u, rc, &at, resp->attempts, elapsed);
+		goto out;
+	}
+	if (resp->status == 429) {
+		r = hs_error_set(ctx, HS_ERR_THROTTLED,
+		                 "%s: still throttled (HTTP 429) after %d attempts in %.1f s",
+		                 u.origin, resp->attempts, (double)elapsed / 1000.0);
+		goto out;
+	}
+	if (resp->body.data == NULL && hs_buf_reserve(&resp->body, 1) == 0)
+		resp->body.data[0] = '\0';
+	r = 0;
+out:
+	curl_slist_free_all(headers);
+	return r;
+}
