@@ -5,7 +5,7 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 JOBS ?= $(shell nproc)
 C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find include lib cli tests -name '*.[ch]')
 
-.PHONY: all build bootstrap check test asan format format-check demo clean
+.PHONY: all build bootstrap check test asan format format-check demo fuzz fuzz-smoke clean
 
 all: build
 
@@ -36,10 +36,19 @@ format:
 format-check:
 	@clang-format --dry-run --Werror $(C_SOURCES) && echo "format-check: ok"
 
-check: format-check test asan
+# libFuzzer harnesses: FUZZ_SECONDS per harness (make fuzz FUZZ_SECONDS=600).
+FUZZ_SECONDS ?= 60
+fuzz: bootstrap
+	scripts/fuzz $(FUZZ_SECONDS)
+
+# A short run of every harness, part of `make check`.
+fuzz-smoke: bootstrap
+	scripts/fuzz 15
+
+check: format-check test asan fuzz-smoke
 
 demo: build
 	@scripts/demo $(BUILD)/hsmsign
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) demo-out
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz demo-out

@@ -24,6 +24,7 @@ enum cli_exit {
 	EXIT_UNTRUSTED = 14,
 	EXIT_EXPIRED = 15,
 	EXIT_NO_EKU = 16,
+	EXIT_BAD_TIMESTAMP = 17,
 	EXIT_INVALID_ARGS = 87,
 };
 
@@ -91,11 +92,30 @@ int cli_cmd_verify(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_remove(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_extract(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_digest(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_catalog(const struct cli_cmd *cmd, int argc, char **argv);
+extern const struct cli_opt cli_catalog_opts[];
+/* --script-encoding: 0, or EXIT_INVALID_ARGS after printing one line. */
+int cli_parse_text_encoding(const char *value, enum hs_text_encoding *out);
+/* verify --catalog: prints whether file is listed in catalog; returns its
+ * exit code (EXIT_DIGEST_MISMATCH when not listed). */
+int cli_catalog_check(struct hs_ctx *ctx, const char *catalog, const char *file);
+int cli_cmd_pkcs11(const struct cli_cmd *cmd, int argc, char **argv);
+
+/* PKCS#11 (cmd_pkcs11.c): opens a token key with the PIN from pin_spec
+ * (env:/file:/stdin), or a prompt on the terminal when stdin is one;
+ * prints the error and returns EXIT_INVALID_ARGS on failure. */
+int cli_pkcs11_open_key(struct hs_ctx *ctx, struct hs_pkcs11_key_opts *opts, const char *pin_spec,
+                        struct hs_key **out);
+/* hs_pin_fn that asks on /dev/tty with echo off. */
+int cli_pkcs11_pin_prompt(char *buf, size_t size, const char *token, void *userdata);
+int cli_cmd_timestamp(const struct cli_cmd *cmd, int argc, char **argv);
 
 extern const struct cli_opt cli_sign_opts[];
 extern const struct cli_opt cli_verify_opts[];
 extern const struct cli_opt cli_remove_opts[];
 extern const struct cli_opt cli_extract_opts[];
 extern const struct cli_opt cli_digest_opts[];
+extern const struct cli_opt cli_pkcs11_opts[];
+extern const struct cli_opt cli_timestamp_opts[];
 
 #endif /* HS_CLI_H */

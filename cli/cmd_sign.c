@@ -5,11 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 
 enum {
 	O_KEY = 1,
+	O_P11_MODULE,
+	O_P11_PIN,
+	O_P11_ALLOW_PIN_IN_URI,
+	O_P11_SESSIONS,
 	O_CERT,
 	O_PFX,
 	O_PFX_PASS,
@@ -21,6 +26,8 @@ enum {
 	O_DESCRIPTION_URL,
 	O_PAGE_HASHES,
 	O_NO_PAGE_HASHES,
+	O_MSI_DSE,
+	O_SCRIPT_ENCODING,
 	O_VERBOSE,
 	O_QUIET,
 	O_CONTINUE,
@@ -51,10 +58,23 @@ enum {
 	O_APPEND,
 	O_HTTP_RETRIES,
 	O_HTTP_MAX_TIME,
+	O_TS_OPTIONAL,
+	O_TS_RETRIES,
+	O_TS_TIMEOUT,
 };
 
 const struct cli_opt cli_sign_opts[] = {
-        {O_KEY, "--key", ARG_VALUE, "FILE", "private key file (PEM or DER), with --cert"},
+        {O_KEY, "--key", ARG_VALUE, "KEY",
+         "private key file (PEM or DER), with --cert; or a pkcs11: URI (RFC 7512) naming a "
+         "key on a PKCS#11 token"},
+        {O_P11_MODULE, "--pkcs11-module", ARG_VALUE, "PATH",
+         "PKCS#11 module (.so) of the token or HSM (with --key pkcs11:...)"},
+        {O_P11_PIN, "--pin", ARG_VALUE, "SECRET",
+         "token PIN: env:NAME, file:PATH or stdin (default: asked on the terminal)"},
+        {O_P11_ALLOW_PIN_IN_URI, "--allow-pin-in-uri", ARG_NONE, NULL,
+         "accept a pin-value attribute in the pkcs11: URI"},
+        {O_P11_SESSIONS, "--pkcs11-sessions", ARG_VALUE, "N",
+         "most concurrent signatures on the token (default 1)"},
         {O_CERT, "--cert", ARG_VALUE, "FILE",
          "certificate chain (PEM: signer, then intermediates; or one DER certificate); with "
          "Managed HSM, the signing certificate"},
@@ -120,6 +140,13 @@ const struct cli_opt cli_sign_opts[] = {
          "include PE page hashes (SHA-1 pages for sha1, SHA-256 otherwise)"},
         {O_NO_PAGE_HASHES, "-nph|--nph|--no-page-hashing|--no-page-hashes", ARG_NONE, NULL,
          "do not include page hashes (default)"},
+        {O_MSI_DSE, "--msi-dse|-add-msi-dse", ARG_NONE, NULL,
+         "MSI: add an MsiDigitalSignatureEx stream, so the signature also covers the "
+         "entries' names, sizes and times (kept automatically when re-signing a package "
+         "that has one)"},
+        {O_SCRIPT_ENCODING, "--script-encoding", ARG_VALUE, "ENC",
+         "scripts without a byte order mark: utf-8, utf-16le, utf-16be or windows-1252 "
+         "(default: as Windows reads the file type)"},
         {O_CONTINUE, "-coe|--coe|--continue-on-error", ARG_NONE, NULL,
          "keep signing the other files after a failure (default: stop at the first)"},
         {O_INPUT_LIST, "-ifl|--ifl|--input-file-list", ARG_VALUE, "FILE",
@@ -127,11 +154,18 @@ const struct cli_opt cli_sign_opts[] = {
         {O_MDOP, "-mdop|--mdop|--max-degree-of-parallelism", ARG_VALUE, "N",
          "most files signed at once; files are signed one at a time in this version"},
         {O_TS_RFC3161, "-tr|--tr|--timestamp-rfc3161", ARG_VALUE, "URL",
-         "RFC 3161 timestamp server (not yet supported: refused)"},
+         "RFC 3161 timestamp server; repeat or separate with commas to fail over in order"},
         {O_TS_DIGEST, "-td|--td|--timestamp-digest", ARG_VALUE, "ALG",
-         "timestamp digest (with -tr; not yet supported)"},
+         "timestamp imprint digest (with -tr): sha1, sha256 (default), sha384, sha512"},
         {O_TS_LEGACY, "-t|--t|--timestamp-authenticode", ARG_VALUE, "URL",
-         "legacy Authenticode timestamp server (not yet supported: refused)"},
+         "legacy Authenticode timestamp server (compatibility only; prefer -tr)"},
+        {O_TS_OPTIONAL, "--timestamp-optional", ARG_NONE, NULL,
+         "if every timestamp server fails, sign without a timestamp (warning) instead of "
+         "failing"},
+        {O_TS_RETRIES, "--timestamp-retries", ARG_VALUE, "N",
+         "retries per timestamp server of a throttled or failed request (default 2)"},
+        {O_TS_TIMEOUT, "--timestamp-timeout", ARG_VALUE, "SECONDS",
+         "longest wait for one timestamp server answer (default 30)"},
         {O_APPEND, "-as|--as|--append-signature", ARG_NONE, NULL,
          "add a nested signature (not yet supported: refused)"},
         {O_VERBOSE, "-v|--v|--verbose", ARG_NONE, NULL, "say what is done"},
@@ -142,10 +176,13 @@ const struct cli_opt cli_sign_opts[] = {
 };
 
 #define MAX_EXTRA_CERTS 16
+#define MAX_TSA         16
 
 struct sign_args {
 	struct hs_key_file_opts key;
 	struct hs_azure_key_opts azure;
+	struct hs_pkcs11_key_opts p11;
+	const char *pin;
 	struct hs_sign_opts sign;
 	const char *pfx_pass;
 	const char *key_pass;
@@ -158,6 +195,9 @@ struct sign_args {
 	int n_extra_certs;
 	int continue_on_error;
 	int verbose, quiet, ph, nph;
+	const char *ts_urls[MAX_TSA + 1];
+	const char *ts_legacy[MAX_TSA + 1];
+	int n_ts, n_legacy;
 };
 
 /* Options that set a plain string field. */
@@ -221,13 +261,71 @@ static int parse_digest(const char *value, enum hs_digest *out)
 	return 0;
 }
 
+/* Adds the comma-separated URLs in value (split in place: it is an argv
+ * string) to a NULL-terminated list. */
+static int add_tsa_urls(const char **list, int *n, char *value)
+{
+	for (char *url = value, *next; url != NULL; url = next) {
+		next = strchr(url, ',');
+		if (next != NULL)
+			*next++ = '\0';
+		if (*url == '\0')
+			continue;
+		if (*n == MAX_TSA) {
+			cli_error("sign: at most %d timestamp servers", MAX_TSA);
+			return EXIT_INVALID_ARGS;
+		}
+		list[(*n)++] = url;
+		list[*n] = NULL;
+	}
+	return 0;
+}
+
+static int ts_number_opt(struct sign_args *a, int id, const char *value)
+{
+	char *end;
+	long n = strtol(value, &end, 10);
+
+	if (*value == '\0' || *end != '\0' || n < 0 || n > 3600) {
+		cli_error("sign: %s takes a whole number",
+		          id == O_TS_RETRIES ? "--timestamp-retries" : "--timestamp-timeout");
+		return EXIT_INVALID_ARGS;
+	}
+	if (id == O_TS_RETRIES)
+		a->sign.timestamp.max_retries = n == 0 ? -1 : (int)n;
+	else
+		a->sign.timestamp.timeout_ms = n * 1000;
+	return 0;
+}
+
 static int flag_opt(struct sign_args *a, int id, const char *value)
 {
 	switch (id) {
 	case O_CERT:
 		a->key.cert_path = value;
 		a->azure.cert_file = value;
+		a->p11.cert_file = value;
 		break;
+	case O_P11_MODULE:
+		a->p11.module = value;
+		break;
+	case O_P11_PIN:
+		a->pin = value;
+		break;
+	case O_P11_ALLOW_PIN_IN_URI:
+		a->p11.allow_pin_in_uri = 1;
+		break;
+	case O_P11_SESSIONS: {
+		char *end;
+		long n = strtol(value, &end, 10);
+
+		if (*value == '\0' || *end != '\0' || n < 1 || n > 64) {
+			cli_error("sign: --pkcs11-sessions takes a number from 1 to 64");
+			return EXIT_INVALID_ARGS;
+		}
+		a->p11.sessions = (int)n;
+		break;
+	}
 	case O_SKIP_SIGNED:
 		a->sign.skip_signed = 1;
 		break;
@@ -236,6 +334,9 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 		break;
 	case O_NO_PAGE_HASHES:
 		a->nph = 1;
+		break;
+	case O_MSI_DSE:
+		a->sign.msi_dse = 1;
 		break;
 	case O_VERBOSE:
 		a->verbose = 1;
@@ -292,21 +393,21 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 		a->extra_certs[a->n_extra_certs++] = value;
 		break;
 	case O_TS_RFC3161:
-		if (!a->unsupported)
-			a->unsupported = "--timestamp-rfc3161";
-		break;
+		return add_tsa_urls(a->ts_urls, &a->n_ts, (char *)value);
 	case O_TS_LEGACY:
-		if (!a->unsupported)
-			a->unsupported = "--timestamp-authenticode";
+		return add_tsa_urls(a->ts_legacy, &a->n_legacy, (char *)value);
+	case O_TS_OPTIONAL:
+		a->sign.timestamp.optional = 1;
 		break;
+	case O_TS_RETRIES:
+	case O_TS_TIMEOUT:
+		return ts_number_opt(a, id, value);
 	case O_APPEND:
 		if (!a->unsupported)
 			a->unsupported = "--append-signature";
 		break;
-	case O_TS_DIGEST: {
-		enum hs_digest d;
-		return parse_digest(value, &d);
-	}
+	case O_TS_DIGEST:
+		return parse_digest(value, &a->sign.timestamp.digest);
 	}
 	return 0;
 }
@@ -322,6 +423,8 @@ static int sign_opt(int id, const char *value, void *userdata)
 	}
 	if (id == O_DIGEST)
 		return parse_digest(value, &a->sign.digest);
+	if (id == O_SCRIPT_ENCODING)
+		return cli_parse_text_encoding(value, &a->sign.script_encoding);
 	return flag_opt(a, id, value);
 }
 
@@ -342,18 +445,31 @@ static int check_exclusive(const struct sign_args *a)
 	return 0;
 }
 
+static bool is_pkcs11_uri(const char *key)
+{
+	return key != NULL && strncasecmp(key, "pkcs11:", 7) == 0;
+}
+
 static int check_key_source(const struct sign_args *a)
 {
-	bool file = a->key.pfx_path || a->key.key_path;
+	bool p11 = is_pkcs11_uri(a->key.key_path);
+	bool file = a->key.pfx_path || (a->key.key_path && !p11);
 	bool azure = a->azure.vault_url != NULL;
 
+	if ((p11 && (a->key.pfx_path || azure)) ||
+	    (!p11 && (a->p11.module || a->pin || a->p11.sessions))) {
+		cli_error("sign: --pkcs11-module, --pin and --pkcs11-sessions go with --key "
+		          "pkcs11:URI, and no other key");
+		return EXIT_INVALID_ARGS;
+	}
 	if (file && azure) {
 		cli_error("sign: give a key file (--key/--pfx) or a vault (-kvu), not both");
 		return EXIT_INVALID_ARGS;
 	}
-	if (!file && !azure) {
-		cli_error("sign: no key: give --key and --cert, --pfx, or a vault with -kvu and "
-		          "-kvc");
+	if (!file && !azure && !p11) {
+		cli_error(
+		        "sign: no key: give --key and --cert, --pfx, --key pkcs11:URI, or a vault "
+		        "with -kvu and -kvc");
 		return EXIT_INVALID_ARGS;
 	}
 	if (file && a->key.pfx_path == NULL && a->key.cert_path == NULL) {
@@ -476,6 +592,11 @@ static int open_key(struct hs_ctx *ctx, struct sign_args *a, struct hs_key **key
 	struct secrets s = {0};
 	int r;
 
+	if (is_pkcs11_uri(a->key.key_path)) {
+		a->p11.uri = a->key.key_path;
+		a->p11.extra_certs = a->extra_certs;
+		return cli_pkcs11_open_key(ctx, &a->p11, a->pin, key);
+	}
 	if ((r = read_secrets(a, &s)) != 0)
 		goto out;
 	if (a->azure.vault_url != NULL) {
@@ -530,13 +651,31 @@ static int sign_all(struct hs_ctx *ctx, struct hs_key *key, const struct sign_ar
 	return failed == n_files ? EXIT_ALL_FAILED : EXIT_SOME_FAILED;
 }
 
+/* AzureSignTool's warnings about timestamps (peers/azuresigntool.md). */
+static void warn_timestamps(const struct sign_args *a)
+{
+	if (cli_verbosity < 1)
+		return;
+	if (a->n_ts == 0 && a->n_legacy == 0)
+		cli_error("warning: Signatures will not be timestamped. Signatures will become "
+		          "invalid when the signing certificate expires.");
+	else if (a->n_ts == 0)
+		cli_error("warning: Authenticode timestamps should only be used for compatibility "
+		          "purposes. RFC 3161 timestamps should be used (-tr).");
+}
+
 static void apply_verbosity(struct sign_args *a)
 {
 	/* Test knob: tests shrink the retry backoff (docs/cli.md). */
 	const char *backoff = getenv("HSMSIGN_HTTP_BACKOFF_MS");
 
 	if (backoff != NULL && *backoff != '\0')
-		a->azure.backoff_base_ms = strtol(backoff, NULL, 10);
+		a->azure.backoff_base_ms = a->sign.timestamp.backoff_base_ms =
+		        strtol(backoff, NULL, 10);
+	if (a->n_ts > 0)
+		a->sign.timestamp.urls = a->ts_urls;
+	if (a->n_legacy > 0)
+		a->sign.timestamp.legacy_urls = a->ts_legacy;
 	if (a->verbose)
 		cli_verbosity = 2;
 	if (a->quiet)
@@ -548,6 +687,7 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct sign_args a = {.key = HS_KEY_FILE_OPTS_INIT,
 	                      .azure = HS_AZURE_KEY_OPTS_INIT,
+	                      .p11 = HS_PKCS11_KEY_OPTS_INIT,
 	                      .sign = HS_SIGN_OPTS_INIT};
 	int cap = argc, n_files = 0, n_argv = 0, r;
 	char **files = calloc((size_t)cap, sizeof(*files));
@@ -576,6 +716,8 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 		        hs_key_provider_name(key), hs_key_subject(key),
 		        hs_digest_name(a.sign.digest));
 	r = sign_all(ctx, key, &a, files, n_files);
+	if (r == EXIT_OK) /* a failure stays one line per file */
+		warn_timestamps(&a);
 out:
 	for (int i = n_argv; i < n_files; i++)
 		free(files[i]);

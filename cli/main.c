@@ -31,6 +31,27 @@ static const struct cli_cmd commands[] = {
          "Prints the Authenticode digest of FILE in hex: the value a signature over it\n"
          "would carry.",
          cli_digest_opts},
+        {"timestamp", cli_cmd_timestamp, "-tr URL [-tr URL...] [--index N] [-o OUT] FILE...",
+         "add or replace the timestamp of signed files",
+         "Asks the timestamp servers (in order, failing over) to countersign the existing\n"
+         "signature of each FILE and stores the timestamp in it, replacing any earlier\n"
+         "one. No key is needed and the signature bytes stay the same; the file is\n"
+         "rewritten atomically and left untouched on failure.",
+         cli_timestamp_opts},
+        {"pkcs11", cli_cmd_pkcs11, "list --pkcs11-module PATH [--uri URI] [--pin SECRET]",
+         "list PKCS#11 slots, tokens, keys and certificates",
+         "Lists every slot of a PKCS#11 module, its token, and the token's private keys\n"
+         "and certificates, each with the pkcs11: URI to pass to 'sign --key'. Most\n"
+         "tokens show private keys only after login: give --pin (and --uri to select\n"
+         "the token when there are several).",
+         cli_pkcs11_opts},
+        {"catalog", cli_cmd_catalog, "create -o OUT.cat [-fd sha256|sha1] FILE...",
+         "make an unsigned catalog (.cat) listing files",
+         "Writes a catalog listing each FILE by its Authenticode digest (the hash of the\n"
+         "whole file for formats hsmsign does not know) and its name, as driver packages\n"
+         "need. Sign it with 'hsmsign sign OUT.cat'; check files against it with\n"
+         "'hsmsign verify --catalog OUT.cat FILE...'.",
+         cli_catalog_opts},
         {"help-markdown", cmd_help_markdown, "", "print the command reference as Markdown",
          "Prints the reference for every command in Markdown (source of docs/cli.md).", no_opts},
 };

@@ -162,6 +162,109 @@ struct hs_azure_key_opts {
 int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out,
                       const struct hs_azure_key_opts *opts);
 
+/*
+ * Timestamps (RFC 3161 or legacy Authenticode). A timestamp authority (TSA)
+ * countersigns the signature value, so the signature stays valid after the
+ * signing certificate expires. TSA requests have their own retry budget,
+ * separate from the key's (vault) requests. Plain http:// TSA URLs are
+ * allowed: the reply is signed and checked before it is used.
+ */
+struct hs_timestamp_opts {
+	/* RFC 3161 TSAs, NULL-terminated, tried in order until one answers
+	 * with a valid token; NULL or empty: none. */
+	const char *const *urls;
+	/* Legacy Authenticode TSAs (counterSignature), used when urls is
+	 * empty; NULL-terminated, or NULL. */
+	const char *const *legacy_urls;
+	enum hs_digest digest; /* RFC 3161 message imprint digest; 0: sha256 */
+	/* 1: when every TSA fails, keep the signature without a timestamp (a
+	 * warning is logged); 0: fail and write nothing. */
+	int optional;
+	int max_retries;      /* per TSA URL; 0: default 2; -1: none */
+	long timeout_ms;      /* per request; 0: 30000 */
+	long max_total_ms;    /* per TSA URL with retries; 0: 60000 */
+	long backoff_base_ms; /* 0: 1000 */
+	const char *ca_file;  /* extra trusted TLS roots for https TSAs, or NULL */
+};
+#define HS_TIMESTAMP_OPTS_INIT                                                                     \
+	{                                                                                          \
+		NULL, NULL, 0, 0, 0, 0, 0, 0, NULL                                                 \
+	}
+
+/*
+ * PKCS#11 tokens and HSMs (USB dongles, network HSMs, SoftHSM). The module
+ * is loaded with dlopen(); the key is named by an RFC 7512 URI. The user
+ * logs in once when the key is opened and every signature reuses that
+ * login (and up to `sessions` sessions).
+ */
+/* Asks for a PIN: writes it NUL-terminated into buf (size bytes) and
+ * returns 0, or HS_ERR_CANCELLED. `token` is the token label. */
+typedef int (*hs_pin_fn)(char *buf, size_t size, const char *token, void *userdata);
+
+struct hs_pkcs11_key_opts {
+	const char *module; /* PKCS#11 module (.so); NULL: the URI's module-path */
+	const char *uri;    /* "pkcs11:token=...;object=..." naming the private key */
+	/* Signing certificate (PEM/DER, may hold the chain); NULL: the
+	 * certificate on the token with the key's CKA_ID. */
+	const char *cert_file;
+	const char *const *extra_certs; /* more chain files, NULL-terminated, or NULL */
+	const char *pin;                /* borrowed, secret; NULL: see pin_fn */
+	hs_pin_fn pin_fn;               /* asked when the token needs a PIN and pin is NULL */
+	void *pin_userdata;
+	int allow_pin_in_uri; /* 1: accept the URI's pin-value attribute */
+	int sessions;         /* most concurrent signatures; 0: 1 (serialised) */
+};
+#define HS_PKCS11_KEY_OPTS_INIT                                                                    \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0                                     \
+	}
+
+/* Opens a private key on a PKCS#11 token: loads the module, finds the
+ * token and key, logs in once, loads the certificate chain. A PIN is kept
+ * after this returns only for keys that demand it for every signature
+ * (CKA_ALWAYS_AUTHENTICATE), in memory wiped on free. */
+int hs_key_open_pkcs11(struct hs_ctx *ctx, struct hs_key **out,
+                       const struct hs_pkcs11_key_opts *opts);
+
+enum hs_pkcs11_kind {
+	HS_PKCS11_SLOT = 0,
+	HS_PKCS11_TOKEN = 1,
+	HS_PKCS11_PRIVATE_KEY = 2,
+	HS_PKCS11_CERTIFICATE = 3,
+};
+
+/* One thing found by hs_pkcs11_list(); strings are borrowed for the call. */
+struct hs_pkcs11_entry {
+	enum hs_pkcs11_kind kind;
+	unsigned long slot_id;
+	const char *label;  /* slot description, token or object label */
+	const char *uri;    /* pkcs11: URI (NULL for slots) */
+	const char *detail; /* "RSA 2048", a certificate subject, token flags */
+};
+typedef void (*hs_pkcs11_list_fn)(const struct hs_pkcs11_entry *entry, void *userdata);
+
+/* Reports every slot, token, private key and certificate of opts->module
+ * (tokens filtered by opts->uri if set). With a PIN (opts->pin or pin_fn),
+ * logs in to the one token selected, so private objects show too. */
+int hs_pkcs11_list(struct hs_ctx *ctx, const struct hs_pkcs11_key_opts *opts, hs_pkcs11_list_fn fn,
+                   void *userdata);
+
+/*
+ * Text encodings of scripts (.ps1, .vbs, ...). A byte order mark always
+ * wins; without one, HS_TEXT_AUTO decodes as Windows does: UTF-8 for
+ * .ps1 .psm1 .psd1 .wsf, Windows-1252 for .ps1xml .psc1 .cdxml .vbs .js.
+ */
+enum hs_text_encoding {
+	HS_TEXT_AUTO = 0,
+	HS_TEXT_UTF8 = 1,
+	HS_TEXT_UTF16LE = 2,
+	HS_TEXT_UTF16BE = 3,
+	HS_TEXT_CP1252 = 4,
+};
+/* Parses "utf-8", "utf-16le", "utf-16be", "windows-1252" (or "cp1252"),
+ * "auto". Returns HS_ERR_INVALID for anything else. */
+int hs_text_encoding_from_name(enum hs_text_encoding *out, const char *name);
+
 /* Signing. */
 struct hs_sign_opts {
 	enum hs_digest digest;       /* file digest and signature digest */
@@ -173,10 +276,16 @@ struct hs_sign_opts {
 	 * result appears atomically (temp file + rename) and a failure leaves
 	 * the input byte-identical. */
 	const char *output;
+	/* Timestamp each new signature (zero: none; HS_TIMESTAMP_OPTS_INIT). */
+	struct hs_timestamp_opts timestamp;
+	int msi_dse; /* 1: MSI: add MsiDigitalSignatureEx (metadata pre-hash) */
+	/* Scripts without a byte order mark: how their bytes are decoded
+	 * (HS_TEXT_AUTO: by file type, see enum hs_text_encoding). */
+	enum hs_text_encoding script_encoding;
 };
 #define HS_SIGN_OPTS_INIT                                                                          \
 	{                                                                                          \
-		HS_DIGEST_SHA256, NULL, NULL, 0, 0, NULL                                           \
+		HS_DIGEST_SHA256, NULL, NULL, 0, 0, NULL, HS_TIMESTAMP_OPTS_INIT                   \
 	}
 
 enum hs_sign_outcome {
@@ -198,6 +307,7 @@ enum hs_verify_status {
 	HS_VERIFY_UNTRUSTED,       /* chain does not reach a trusted root */
 	HS_VERIFY_EXPIRED,         /* a certificate is expired/not yet valid */
 	HS_VERIFY_NO_EKU,          /* signer lacks the codeSigning EKU */
+	HS_VERIFY_BAD_TIMESTAMP,   /* a timestamp is present but does not verify */
 };
 
 /* A short static description of a status, e.g. "digest mismatch". */
@@ -212,14 +322,23 @@ struct hs_signature_info {
 	int page_hashes;       /* 0 absent, 1 present and correct,
 	                        * -1 present and wrong */
 	char *reason;          /* why status != OK, one line, else NULL */
+	/* Timestamp: 0 none, 1 RFC 3161, 2 legacy Authenticode. When valid,
+	 * the signer's chain was judged at timestamp_time. */
+	int timestamp;
+	char *timestamp_time; /* "2025-01-31T12:00:00Z", or NULL */
+	char *tsa_subject;    /* subject of the TSA certificate, or NULL */
+	char *tsa_digest;     /* imprint digest name ("sha256"), or NULL */
 };
 
 struct hs_verify_opts {
 	const char *ca_file; /* PEM roots to trust; NULL: the system store */
+	/* PEM roots for timestamp authorities; NULL: the system store */
+	const char *tsa_ca_file;
+	enum hs_text_encoding script_encoding; /* as in hs_sign_opts */
 };
 #define HS_VERIFY_OPTS_INIT                                                                        \
 	{                                                                                          \
-		NULL                                                                               \
+		NULL, NULL, 0                                                                      \
 	}
 
 struct hs_verify_result {
@@ -238,6 +357,30 @@ struct hs_verify_result {
 int hs_verify_file(struct hs_ctx *ctx, const char *path, const struct hs_verify_opts *opts,
                    struct hs_verify_result **out);
 void hs_verify_result_free(struct hs_verify_result *result);
+
+/*
+ * Adds or replaces the timestamp of an existing signature without any key:
+ * index 0 is the primary signature, 1.. the nested ones in order. The
+ * signature values stay byte-identical. Writes to output (NULL: in place)
+ * atomically. HS_ERR_NOTFOUND when the file is not signed or has no such
+ * signature; HS_ERR_INVALID when opts names no TSA.
+ */
+int hs_timestamp_file(struct hs_ctx *ctx, const char *path, const struct hs_timestamp_opts *opts,
+                      unsigned index, const char *output);
+
+/*
+ * Catalogs (.cat). hs_catalog_create() writes an unsigned catalog listing
+ * files (sign it with hs_sign_file()): each member carries the file's
+ * Authenticode digest when hsmsign knows its format, else the hash of the
+ * whole file, and its base name. digest: HS_DIGEST_SHA1 (catalog version
+ * 1) or HS_DIGEST_SHA256 (version 2). The output appears atomically.
+ */
+int hs_catalog_create(struct hs_ctx *ctx, const char *output, const char *const *files,
+                      size_t n_files, enum hs_digest digest);
+/* Sets *listed to 1 when a member of catalog carries file's digest (with
+ * the catalog's algorithm), else 0. The catalog's own signature is not
+ * checked here: verify it with hs_verify_file(). */
+int hs_catalog_lookup(struct hs_ctx *ctx, const char *catalog, const char *file, int *listed);
 
 /* Removes the signature from a file, in place when output is NULL.
  * HS_ERR_NOTFOUND when the file is not signed. */

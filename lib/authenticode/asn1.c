@@ -110,6 +110,27 @@ ASN1_SEQUENCE(SpcSpOpusInfo) = {
 	ASN1_EXP_OPT(SpcSpOpusInfo, moreInfo, SpcLink, 1),
 } ASN1_SEQUENCE_END(SpcSpOpusInfo)
 
+typedef struct {
+	ASN1_INTEGER *version;
+	ASN1_OCTET_STRING *uuid;
+	ASN1_INTEGER *reserved1;
+	ASN1_INTEGER *reserved2;
+	ASN1_INTEGER *reserved3;
+	ASN1_INTEGER *reserved4;
+	ASN1_INTEGER *reserved5;
+} SpcSipInfo;
+DECLARE_ASN1_FUNCTIONS(SpcSipInfo)
+
+ASN1_SEQUENCE(SpcSipInfo) = {
+	ASN1_SIMPLE(SpcSipInfo, version, ASN1_INTEGER),
+	ASN1_SIMPLE(SpcSipInfo, uuid, ASN1_OCTET_STRING),
+	ASN1_SIMPLE(SpcSipInfo, reserved1, ASN1_INTEGER),
+	ASN1_SIMPLE(SpcSipInfo, reserved2, ASN1_INTEGER),
+	ASN1_SIMPLE(SpcSipInfo, reserved3, ASN1_INTEGER),
+	ASN1_SIMPLE(SpcSipInfo, reserved4, ASN1_INTEGER),
+	ASN1_SIMPLE(SpcSipInfo, reserved5, ASN1_INTEGER),
+} ASN1_SEQUENCE_END(SpcSipInfo)
+
 DEFINE_STACK_OF(ASN1_OCTET_STRING)
 
 /* The page-hash attribute inside the moniker's serializedData:
@@ -143,6 +164,7 @@ IMPLEMENT_ASN1_FUNCTIONS(SpcIndirectDataContent)
 IMPLEMENT_ASN1_FUNCTIONS(SpcSpOpusInfo)
 IMPLEMENT_ASN1_FUNCTIONS(SpcPageHashAttr)
 IMPLEMENT_ASN1_FUNCTIONS(SpcPageHashSet)
+IMPLEMENT_ASN1_FUNCTIONS(SpcSipInfo)
         /* clang-format on */
 
         /* classId of the page-hash moniker (authenticode.md 1.6). */
@@ -307,6 +329,44 @@ out:
 	if (r == HS_ERR_NOMEM)
 		hs_error_set(ctx, r, "cannot build SpcPeImageData");
 	SpcPeImageData_free(pe);
+	return r;
+}
+
+int hs_spc_sip_info(struct hs_ctx *ctx, struct hs_buf *out, long version, const uint8_t uuid[16],
+                    const long reserved[5])
+{
+	static const long zeros[5];
+	SpcSipInfo *sip = SpcSipInfo_new();
+	const long *res = reserved != NULL ? reserved : zeros;
+	int r = HS_ERR_NOMEM;
+
+	if (sip == NULL)
+		goto out;
+	if (!ASN1_INTEGER_set(sip->version, version) ||
+	    !ASN1_OCTET_STRING_set(sip->uuid, uuid, 16) ||
+	    !ASN1_INTEGER_set(sip->reserved1, res[0]) ||
+	    !ASN1_INTEGER_set(sip->reserved2, res[1]) ||
+	    !ASN1_INTEGER_set(sip->reserved3, res[2]) ||
+	    !ASN1_INTEGER_set(sip->reserved4, res[3]) || !ASN1_INTEGER_set(sip->reserved5, res[4]))
+		goto out;
+	r = type_and_value(ctx, out, HS_OID_SPC_SIPINFO, (ASN1_VALUE *)sip,
+	                   ASN1_ITEM_rptr(SpcSipInfo));
+out:
+	if (r == HS_ERR_NOMEM)
+		hs_error_set(ctx, r, "cannot build SpcSipInfo");
+	SpcSipInfo_free(sip);
+	return r;
+}
+
+int hs_spc_obsolete_link_data(struct hs_ctx *ctx, struct hs_buf *out, const char *oid)
+{
+	SpcLink *link = link_obsolete_file();
+	int r;
+
+	if (link == NULL)
+		return hs_error_set(ctx, HS_ERR_NOMEM, "cannot build SpcLink");
+	r = type_and_value(ctx, out, oid, (ASN1_VALUE *)link, ASN1_ITEM_rptr(SpcLink));
+	SpcLink_free(link);
 	return r;
 }
 

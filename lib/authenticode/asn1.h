@@ -18,6 +18,9 @@
 #define HS_OID_SPC_STATEMENT_TYPE            "1.3.6.1.4.1.311.2.1.11"
 #define HS_OID_SPC_SP_OPUS_INFO              "1.3.6.1.4.1.311.2.1.12"
 #define HS_OID_SPC_PE_IMAGE_DATA             "1.3.6.1.4.1.311.2.1.15"
+#define HS_OID_SPC_SIPINFO                   "1.3.6.1.4.1.311.2.1.30"
+#define HS_OID_SPC_CAB_DATA                  "1.3.6.1.4.1.311.2.1.25"
+#define HS_OID_CTL                           "1.3.6.1.4.1.311.10.1"
 #define HS_OID_SPC_INDIVIDUAL_SP_KEY_PURPOSE "1.3.6.1.4.1.311.2.1.21"
 #define HS_OID_SPC_PAGE_HASHES_V1            "1.3.6.1.4.1.311.2.3.1"
 #define HS_OID_SPC_PAGE_HASHES_V2            "1.3.6.1.4.1.311.2.3.2"
@@ -32,6 +35,21 @@
  */
 int hs_spc_pe_data(struct hs_ctx *ctx, struct hs_buf *out, int page_hash_nid, const uint8_t *table,
                    size_t table_len);
+
+/*
+ * DER of SpcAttributeTypeAndOptionalValue { SPC_SIPINFO_OBJID, SpcSipInfo }
+ * appended to out (authenticode.md 5.5, 7.3): SpcSipInfo ::= SEQUENCE {
+ * version INTEGER, uuid OCTET STRING (the SIP GUID's 16 bytes as stored),
+ * reserved1..5 INTEGER }. `reserved` NULL means all five are 0, as every
+ * known SIP writes them.
+ */
+int hs_spc_sip_info(struct hs_ctx *ctx, struct hs_buf *out, long version, const uint8_t uuid[16],
+                    const long reserved[5]);
+
+/* DER of SpcAttributeTypeAndOptionalValue { oid, SpcLink file
+ * "<<<Obsolete>>>" }: the `data` of CAB signatures (SPC_CAB_DATA_OBJID,
+ * as osslsigncode writes it) and of flat-file catalog members. */
+int hs_spc_obsolete_link_data(struct hs_ctx *ctx, struct hs_buf *out, const char *oid);
 
 /* DER of SpcIndirectDataContent { data, DigestInfo { md, digest } }. */
 int hs_spc_indirect_build(struct hs_ctx *ctx, struct hs_buf *out, const uint8_t *data_der,

@@ -31,6 +31,13 @@ static int add_seq_attr(struct hs_ctx *ctx, PKCS7_SIGNER_INFO *si, const char *o
 	return ok ? 0 : hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot add signed attribute %s", oid);
 }
 
+/* The signed content's type: SpcIndirectDataContent unless the format
+ * signs content of its own (catalogs). */
+static const char *p7_content_oid(const struct hs_p7_params *p)
+{
+	return p->content_oid != NULL ? p->content_oid : HS_OID_SPC_INDIRECT_DATA;
+}
+
 /* contentType, statement type, opus info and messageDigest (2.2, 2.3). */
 static int add_signed_attrs(struct hs_ctx *ctx, PKCS7_SIGNER_INFO *si, const struct hs_p7_params *p)
 {
@@ -42,7 +49,7 @@ static int add_signed_attrs(struct hs_ctx *ctx, PKCS7_SIGNER_INFO *si, const str
 	int r;
 
 	if (!PKCS7_add_signed_attribute(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
-	                                OBJ_txt2obj(HS_OID_SPC_INDIRECT_DATA, 1)))
+	                                OBJ_txt2obj(p7_content_oid(p), 1)))
 		return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot add contentType");
 	if ((r = add_seq_attr(ctx, si, HS_OID_SPC_STATEMENT_TYPE, statement_individual,
 	                      sizeof(statement_individual))) < 0)
@@ -152,7 +159,7 @@ static int set_content(struct hs_ctx *ctx, PKCS7 *p7, const struct hs_p7_params 
 	if (inner == NULL || seq == NULL || p->spc_len > INT32_MAX ||
 	    !ASN1_STRING_set(seq, p->spc_der, (int)p->spc_len))
 		goto fail;
-	inner->type = OBJ_txt2obj(HS_OID_SPC_INDIRECT_DATA, 1);
+	inner->type = OBJ_txt2obj(p7_content_oid(p), 1);
 	inner->d.other = ASN1_TYPE_new();
 	if (inner->type == NULL || inner->d.other == NULL)
 		goto fail;

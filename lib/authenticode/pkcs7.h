@@ -12,10 +12,13 @@
 
 struct hs_p7_params {
 	const EVP_MD *md;
-	const uint8_t *spc_der; /* DER SpcIndirectDataContent */
+	const uint8_t *spc_der; /* DER SpcIndirectDataContent (or content_oid's) */
 	size_t spc_len;
 	const char *description; /* or NULL */
 	const char *url;         /* or NULL */
+	/* Content type of spc_der; NULL: SpcIndirectDataContent. Catalogs sign
+	 * their CTL (HS_OID_CTL) as it is (authenticode.md 8). */
+	const char *content_oid;
 };
 
 /* Signs and appends the DER ContentInfo(SignedData) to out. */

@@ -9,6 +9,7 @@
 #include "asn1.h"
 #include "formats/format.h"
 #include "pkcs7.h"
+#include "timestamp.h"
 
 /* Page hashes use SHA-1 (V1) with SHA-1 signatures, SHA-256 (V2) else. */
 static int page_hash_nid(const struct hs_sign_opts *opts)
@@ -22,28 +23,46 @@ static int page_hash_nid(const struct hs_sign_opts *opts)
 static int sign_doc(struct hs_ctx *ctx, struct hs_key *key, struct hs_doc *doc,
                     const struct hs_sign_opts *opts, struct hs_out *out)
 {
-	struct hs_digest_params params = {hs_digest_md(opts->digest), page_hash_nid(opts)};
+	struct hs_digest_params params = {.md = hs_digest_md(opts->digest),
+	                                  .page_hash_nid = page_hash_nid(opts),
+	                                  .msi_dse = opts->msi_dse};
 	struct hs_indirect ind = {0};
-	struct hs_buf spc = {0}, p7 = {0};
+	struct hs_buf spc = {0}, p7 = {0}, stamped = {0};
 	struct hs_p7_params p7p;
 	int r;
 
+	params.text_encoding = (int)opts->script_encoding;
 	if ((r = doc->format->digest(ctx, doc->state, &params, &ind, out)) < 0)
 		goto out;
 	hs_log(ctx, HS_LOG_DEBUG, "%s: %s Authenticode digest computed", doc->in.path,
 	       hs_digest_name(opts->digest));
-	if ((r = hs_spc_indirect_build(ctx, &spc, ind.data_der.data, ind.data_der.len, params.md,
+	/* A format with content of its own (catalog CTL) has it signed as is. */
+	if (ind.content_oid == NULL &&
+	    (r = hs_spc_indirect_build(ctx, &spc, ind.data_der.data, ind.data_der.len, params.md,
 	                               ind.digest, ind.digest_len)) < 0)
 		goto out;
-	p7p = (struct hs_p7_params){params.md, spc.data, spc.len, opts->description,
-	                            opts->description_url};
+	p7p = (struct hs_p7_params){
+	        params.md, spc.data, spc.len, opts->description, opts->description_url, NULL};
+	if (ind.content_oid != NULL) {
+		p7p.spc_der = ind.content_der.data;
+		p7p.spc_len = ind.content_der.len;
+		p7p.content_oid = ind.content_oid;
+	}
 	if ((r = hs_p7_sign(ctx, key, &p7p, &p7)) < 0)
 		goto out;
+	if (hs_ts_wanted(&opts->timestamp)) {
+		if ((r = hs_ts_stamp_der(ctx, &opts->timestamp, p7.data, p7.len, 0, &stamped)) < 0)
+			goto out;
+		hs_buf_free(&p7);
+		p7 = stamped;
+		stamped = (struct hs_buf){0};
+	}
 	r = doc->format->embed(ctx, doc->state, p7.data, p7.len, out);
 out:
 	hs_indirect_free(&ind);
 	hs_buf_free(&spc);
 	hs_buf_free(&p7);
+	hs_buf_free(&stamped);
 	return r;
 }
 
@@ -128,7 +147,7 @@ int hs_extract_signature(struct hs_ctx *ctx, const char *path, uint8_t **out, si
 int hs_digest_file(struct hs_ctx *ctx, const char *path, enum hs_digest digest, uint8_t **out,
                    size_t *out_len)
 {
-	struct hs_digest_params params = {hs_digest_md(digest), 0};
+	struct hs_digest_params params = {.md = hs_digest_md(digest)};
 	struct hs_indirect ind = {0};
 	struct hs_buf buf = {0};
 	struct hs_doc doc;

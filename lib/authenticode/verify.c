@@ -25,6 +25,7 @@
 #include <openssl/x509v3.h>
 
 #include "authenticode/asn1.h"
+#include "authenticode/timestamp.h"
 #include "core/core.h"
 #include "core/file.h"
 #include "formats/format.h"
@@ -59,10 +60,12 @@ struct vfy {
 	const struct hs_format *fmt;
 	void *state; /* the format's, NULL until opened */
 	X509_STORE *store;
+	X509_STORE *tsa_store; /* roots for timestamp authorities */
 	struct vfy_digest digests[VFY_MAX_DIGESTS];
 	size_t n_digests;
 	struct hs_verify_result *result;
-	size_t cap; /* entries allocated in result->sigs */
+	size_t cap;        /* entries allocated in result->sigs */
+	int text_encoding; /* scripts: hs_verify_opts.script_encoding */
 };
 
 /* One SignedData being verified. p7 owns everything the pointers borrow. */
@@ -75,6 +78,9 @@ struct vfy_sig {
 	const ASN1_STRING *content; /* full DER of SpcIndirectDataContent */
 	struct hs_spc_indirect spc;
 	const EVP_MD *signer_md;
+	bool ctl;      /* a catalog: the content is the CTL, not SpcIndirectDataContent */
+	bool ts_valid; /* a valid timestamp: judge the chain at ts_time */
+	time_t ts_time;
 	X509 *signer;
 };
 
@@ -97,6 +103,8 @@ const char *hs_verify_status_name(enum hs_verify_status status)
 		return "expired";
 	case HS_VERIFY_NO_EKU:
 		return "missing codeSigning EKU";
+	case HS_VERIFY_BAD_TIMESTAMP:
+		return "bad timestamp";
 	}
 	return "unknown";
 }
@@ -109,6 +117,9 @@ void hs_verify_result_free(struct hs_verify_result *result)
 		free(result->sigs[i].subject);
 		free(result->sigs[i].issuer);
 		free(result->sigs[i].reason);
+		free(result->sigs[i].timestamp_time);
+		free(result->sigs[i].tsa_subject);
+		free(result->sigs[i].tsa_digest);
 	}
 	free(result->sigs);
 	free(result);
@@ -353,14 +364,50 @@ static int vfy_signer_md(struct vfy *v, struct vfy_sig *s)
 	                  vfy_nid_name(nid));
 }
 
+static int vfy_digest_get(struct vfy *v, const EVP_MD *md, int page_hash_nid,
+                          const struct hs_indirect **out);
+
+/* A catalog signs its CTL itself (authenticode.md 8). Only a format whose
+ * content is a CTL may carry such a signature, and it must be that very
+ * CTL: a CTL signature can never vouch for another file's bytes. */
+static int vfy_ctl_content(struct vfy *v, struct vfy_sig *s, const PKCS7 *inner)
+{
+	const struct hs_indirect *ind = NULL;
+	int r;
+
+	if (inner->d.other == NULL || inner->d.other->type != V_ASN1_SEQUENCE ||
+	    inner->d.other->value.sequence == NULL || inner->d.other->value.sequence->length <= 0)
+		return vfy_reject(v, s->info, HS_VERIFY_MALFORMED,
+		                  "catalog CTL is missing or not a SEQUENCE");
+	s->content = inner->d.other->value.sequence;
+	s->ctl = true;
+	if ((r = vfy_signer_md(v, s)) != 0)
+		return r;
+	s->info->digest = hs_digest_from_nid(EVP_MD_get_type(s->signer_md));
+	if ((r = vfy_digest_get(v, s->signer_md, 0, &ind)) < 0)
+		return vfy_reject_ctx(v, s->info, r);
+	if (ind->content_oid == NULL || strcmp(ind->content_oid, HS_OID_CTL) != 0 ||
+	    ind->content_der.len != (size_t)s->content->length ||
+	    memcmp(ind->content_der.data, s->content->data, ind->content_der.len) != 0)
+		return vfy_reject(v, s->info, HS_VERIFY_MALFORMED,
+		                  "a catalog (CTL) signature in a file that is not that catalog");
+	if (sk_X509_ATTRIBUTE_num(s->si->auth_attr) <= 0)
+		return vfy_reject(v, s->info, HS_VERIFY_MALFORMED,
+		                  "SignerInfo has no authenticated attributes");
+	return 0;
+}
+
 /* The signed content must be SpcIndirectDataContent carried as a SEQUENCE
- * (not an OCTET STRING as CMS would have it), with a digest we support. */
+ * (not an OCTET STRING as CMS would have it), with a digest we support,
+ * or a catalog's CTL. */
 static int vfy_content(struct vfy *v, struct vfy_sig *s)
 {
 	const PKCS7 *inner = s->p7->d.sign->contents;
 	const EVP_MD *md;
 	int r;
 
+	if (inner != NULL && vfy_oid_is(inner->type, HS_OID_CTL))
+		return vfy_ctl_content(v, s, inner);
 	/* Check the type first: d.other is only the live member for types
 	 * OpenSSL does not know, which SPC_INDIRECT_DATA is. */
 	if (inner == NULL || !vfy_oid_is(inner->type, HS_OID_SPC_INDIRECT_DATA))
@@ -398,7 +445,8 @@ static int vfy_content(struct vfy *v, struct vfy_sig *s)
 static int vfy_digest_get(struct vfy *v, const EVP_MD *md, int page_hash_nid,
                           const struct hs_indirect **out)
 {
-	struct hs_digest_params params = {md, page_hash_nid};
+	struct hs_digest_params params = {
+	        .md = md, .page_hash_nid = page_hash_nid, .text_encoding = v->text_encoding};
 	struct vfy_digest *d;
 	int r;
 
@@ -433,9 +481,14 @@ static int vfy_file_digest(struct vfy *v, struct vfy_sig *s)
 	bool digest_ok;
 	int r;
 
+	if (s->ctl) /* vfy_ctl_content() compared the CTL itself */
+		return 0;
 	r = vfy_digest_get(v, hs_digest_md(s->info->digest), s->spc.page_hash_nid, &ind);
 	if (r < 0)
 		return vfy_reject_ctx(v, s->info, r);
+	if (ind->content_oid != NULL)
+		return vfy_reject(v, s->info, HS_VERIFY_MALFORMED,
+		                  "catalog signed as SpcIndirectDataContent instead of its CTL");
 	digest_ok = ind->digest_len == s->spc.digest_len &&
 	            CRYPTO_memcmp(ind->digest, s->spc.digest, s->spc.digest_len) == 0;
 	if (s->spc.page_hash_nid != 0) {
@@ -487,7 +540,8 @@ static int vfy_message_digest(struct vfy *v, struct vfy_sig *s)
 	int r;
 
 	type = vfy_attr_value(s->si->auth_attr, NID_pkcs9_contentType, V_ASN1_OBJECT);
-	if (type == NULL || !vfy_oid_is(type->value.object, HS_OID_SPC_INDIRECT_DATA))
+	if (type == NULL ||
+	    !vfy_oid_is(type->value.object, s->ctl ? HS_OID_CTL : HS_OID_SPC_INDIRECT_DATA))
 		return vfy_reject(v, s->info, HS_VERIFY_BAD_SIGNATURE,
 		                  "contentType attribute is missing or not SpcIndirectDataContent");
 	digest = vfy_attr_value(s->si->auth_attr, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING);
@@ -675,6 +729,8 @@ static int vfy_chain(struct vfy *v, struct vfy_sig *s)
 	/* Code-signing leaves lack the TLS purposes OpenSSL may check;
 	 * vfy_eku() checks codeSigning instead. X509_STORE_CTX_set_purpose()
 	 * refuses X509_PURPOSE_ANY in OpenSSL 3.0, the parameter accepts it. */
+	if (s->ts_valid)
+		X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(sctx), s->ts_time);
 	if (!X509_VERIFY_PARAM_set_purpose(X509_STORE_CTX_get0_param(sctx), X509_PURPOSE_ANY)) {
 		r = hs_error_ssl(v->ctx, HS_ERR_CRYPTO, "cannot set the verification purpose");
 		goto out;
@@ -690,11 +746,56 @@ out:
 
 static int vfy_nested(struct vfy *v, const PKCS7_SIGNER_INFO *si);
 
+/* Signers whose certificate carries the Lifetime Signing EKU die with the
+ * certificate, timestamp or not (authenticode.md 10.9). */
+static bool vfy_lifetime_signing(X509 *signer)
+{
+	EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(signer, NID_ext_key_usage, NULL, NULL);
+	bool found = false;
+
+	for (int i = 0; i < sk_ASN1_OBJECT_num(eku); i++)
+		found = found ||
+		        vfy_oid_is(sk_ASN1_OBJECT_value(eku, i), "1.3.6.1.4.1.311.10.3.13");
+	EXTENDED_KEY_USAGE_free(eku);
+	return found;
+}
+
+static int vfy_copy_text(struct vfy *v, char **out, const char *text)
+{
+	if (text[0] != '\0' && (*out = vfy_text(text, strlen(text))) == NULL)
+		return hs_error_set(v->ctx, HS_ERR_NOMEM, "out of memory");
+	return 0;
+}
+
+/* Checks the timestamp, if any (timestamp.c); a valid one moves the time
+ * at which the signer's chain is judged to its genTime. */
+static int vfy_timestamp(struct vfy *v, struct vfy_sig *s)
+{
+	struct hs_ts_info ts;
+	int r = hs_ts_verify(v->ctx, v->tsa_store, s->p7, s->si, &ts);
+
+	if (r < 0)
+		return r;
+	s->info->timestamp = ts.kind;
+	if (r > 0)
+		return vfy_reject(v, s->info, HS_VERIFY_BAD_TIMESTAMP, "%s", ts.reason);
+	if (ts.kind == 0)
+		return 0;
+	if ((r = vfy_copy_text(v, &s->info->timestamp_time, ts.time_text)) < 0 ||
+	    (r = vfy_copy_text(v, &s->info->tsa_subject, ts.tsa_subject)) < 0 ||
+	    (r = vfy_copy_text(v, &s->info->tsa_digest, ts.digest)) < 0)
+		return r;
+	s->ts_valid = !vfy_lifetime_signing(s->signer);
+	s->ts_time = ts.gen_time;
+	return 0;
+}
+
 /* The checks in order, so that the reason is the most specific one: a
  * modified file is reported as such, not as a signature or trust issue. */
 static int (*const vfy_steps[])(struct vfy *, struct vfy_sig *) = {
-        vfy_parse,          vfy_describe_signer, vfy_content, vfy_file_digest,
-        vfy_message_digest, vfy_signature_value, vfy_eku,     vfy_chain,
+        vfy_parse,       vfy_describe_signer, vfy_content,
+        vfy_file_digest, vfy_message_digest,  vfy_signature_value,
+        vfy_eku,         vfy_timestamp,       vfy_chain,
 };
 
 /* Verifies one DER ContentInfo(SignedData), appending its entry, and for
@@ -829,18 +930,26 @@ out:
 }
 
 /* Trust anchors: the caller's PEM file, or OpenSSL's default locations. */
-static int vfy_store_new(struct vfy *v, const struct hs_verify_opts *opts)
+static int vfy_load_store(struct vfy *v, X509_STORE **store, const char *ca_file)
 {
-	v->store = X509_STORE_new();
-	if (v->store == NULL)
+	*store = X509_STORE_new();
+	if (*store == NULL)
 		return hs_error_set(v->ctx, HS_ERR_NOMEM, "out of memory");
-	if (opts->ca_file != NULL && !X509_STORE_load_file(v->store, opts->ca_file))
+	if (ca_file != NULL && !X509_STORE_load_file(*store, ca_file))
 		return hs_error_ssl(v->ctx, HS_ERR_INVALID, "%s: cannot load trusted certificates",
-		                    opts->ca_file);
-	if (opts->ca_file == NULL && !X509_STORE_set_default_paths(v->store))
+		                    ca_file);
+	if (ca_file == NULL && !X509_STORE_set_default_paths(*store))
 		return hs_error_ssl(v->ctx, HS_ERR_CRYPTO,
 		                    "cannot load the system's trusted certificates");
 	return 0;
+}
+
+/* Code-signing roots and timestamp authority roots are separate stores. */
+static int vfy_store_new(struct vfy *v, const struct hs_verify_opts *opts)
+{
+	int r = vfy_load_store(v, &v->store, opts->ca_file);
+
+	return r < 0 ? r : vfy_load_store(v, &v->tsa_store, opts->tsa_ca_file);
 }
 
 /* The overall verdict is the first signature's that is not OK. */
@@ -862,6 +971,7 @@ static void vfy_release(struct vfy *v)
 	if (v->state != NULL)
 		v->fmt->close(v->state);
 	X509_STORE_free(v->store);
+	X509_STORE_free(v->tsa_store);
 	hs_verify_result_free(v->result);
 }
 
@@ -876,6 +986,7 @@ int hs_verify_file(struct hs_ctx *ctx, const char *path, const struct hs_verify_
 	if (out == NULL || path == NULL)
 		return hs_error_set(ctx, HS_ERR_INVALID,
 		                    "hs_verify_file: path and out are required");
+	v.text_encoding = opts != NULL ? (int)opts->script_encoding : 0;
 	*out = NULL;
 	if ((r = hs_file_open(ctx, &f, path)) < 0)
 		return r;

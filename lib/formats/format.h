@@ -36,12 +36,27 @@ struct hs_indirect {
 	/* Raw page hash table (PE), empty unless requested. */
 	struct hs_buf page_hashes;
 	int page_hash_nid; /* NID of the page hash digest, 0 if none */
+	/* Formats whose signature covers content of their own rather than an
+	 * SpcIndirectDataContent (catalogs: the CTL) set both: the engine then
+	 * signs content_der byte for byte with contentType content_oid, and
+	 * data_der/digest are unused. NULL/empty for every other format. */
+	const char *content_oid;
+	struct hs_buf content_der;
 };
 
 struct hs_digest_params {
 	const EVP_MD *md;
 	/* Page hashes: 0 none, else the NID of the page hash digest. */
 	int page_hash_nid;
+	/* MSI: create an MsiDigitalSignatureEx stream (authenticode.md 5.4). */
+	int msi_dse;
+	/* Scripts: enum hs_text_encoding of a file without a byte order mark
+	 * (0: by file type). */
+	int text_encoding;
+	/* Catalog member hash: digest the file as it stands, without the
+	 * changes signing would make (CAB: no reserve inserted). Formats for
+	 * which both are the same ignore it. */
+	int as_is;
 };
 
 struct hs_format {
@@ -66,9 +81,17 @@ struct hs_format {
 	/* Writes the file without its signature to out. */
 	int (*remove)(struct hs_ctx *ctx, void *state, struct hs_out *out);
 	void (*close)(void *state);
+	/* Optional (NULL for formats detected by content): true if the file
+	 * name says this format. Asked only when no probe() claimed the
+	 * content; scripts have no magic bytes, only extensions. */
+	bool (*probe_name)(const char *path);
 };
 
 extern const struct hs_format hs_format_pe;
+extern const struct hs_format hs_format_msi;
+extern const struct hs_format hs_format_cab;
+extern const struct hs_format hs_format_cat;
+extern const struct hs_format hs_format_script;
 
 /* Finds the format of an open file from its first bytes; HS_ERR_FORMAT if
  * none claims it. */

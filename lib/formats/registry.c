@@ -4,7 +4,8 @@
 #include "format.h"
 
 static const struct hs_format *const formats[] = {
-        &hs_format_pe,
+        &hs_format_pe,  &hs_format_msi,    &hs_format_cab,
+        &hs_format_cat, &hs_format_script, /* by file name only (probe_name) */
         NULL,
 };
 
@@ -23,13 +24,25 @@ int hs_format_detect(struct hs_ctx *ctx, const struct hs_file *in, const struct 
 			return 0;
 		}
 	}
-	return hs_error_set(ctx, HS_ERR_FORMAT, "%s: not a file format hsmsign can sign", in->path);
+	/* Content first: a file named .ps1 that is a PE is signed as a PE. */
+	for (size_t i = 0; formats[i] != NULL; i++) {
+		if (formats[i]->probe_name != NULL && formats[i]->probe_name(in->path)) {
+			*out = formats[i];
+			return 0;
+		}
+	}
+	return hs_error_set(ctx, HS_ERR_FORMAT,
+	                    "%s: not a file format hsmsign can sign (PE, MSI, CAB, catalog, "
+	                    "PowerShell or WSH script)",
+	                    in->path);
 }
 
 void hs_indirect_free(struct hs_indirect *ind)
 {
 	hs_buf_free(&ind->data_der);
 	hs_buf_free(&ind->page_hashes);
+	hs_buf_free(&ind->content_der);
+	ind->content_oid = NULL;
 }
 
 int hs_doc_open(struct hs_ctx *ctx, struct hs_doc *doc, const char *path)

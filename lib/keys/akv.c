@@ -375,61 +375,6 @@ static int sign_alg(struct hs_ctx *ctx, const struct akv_key *k, const EVP_MD *m
 	return 0;
 }
 
-/* DER DigestInfo { md, digest } for RSNULL. */
-static int digest_info(struct hs_ctx *ctx, const EVP_MD *md, const uint8_t *digest, size_t len,
-                       struct hs_buf *out)
-{
-	X509_SIG *sig = X509_SIG_new();
-	X509_ALGOR *alg;
-	ASN1_OCTET_STRING *os;
-	unsigned char *der = NULL;
-	int n = -1, r;
-
-	if (sig != NULL) {
-		X509_SIG_getm(sig, &alg, &os);
-		if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) &&
-		    ASN1_OCTET_STRING_set(os, digest, (int)len))
-			n = i2d_X509_SIG(sig, &der);
-	}
-	X509_SIG_free(sig);
-	if (n <= 0)
-		return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot build DigestInfo");
-	r = hs_buf_append(out, der, (size_t)n);
-	OPENSSL_free(der);
-	return r;
-}
-
-/* IEEE P1363 r||s (what Key Vault returns) to DER ECDSA-Sig-Value. */
-static int p1363_to_der(struct hs_ctx *ctx, const struct hs_buf *raw, struct hs_buf *out)
-{
-	ECDSA_SIG *sig = ECDSA_SIG_new();
-	BIGNUM *r = NULL, *s = NULL;
-	unsigned char *der = NULL;
-	size_t half = raw->len / 2;
-	int n = -1, ret;
-
-	if (raw->len == 0 || raw->len % 2 != 0 || raw->len > 2 * 66) {
-		ECDSA_SIG_free(sig);
-		return hs_error_set(ctx, HS_ERR_CRYPTO,
-		                    "the vault returned an EC signature of odd length %zu",
-		                    raw->len);
-	}
-	r = BN_bin2bn(raw->data, (int)half, NULL);
-	s = BN_bin2bn(raw->data + half, (int)half, NULL);
-	if (sig != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(sig, r, s)) {
-		r = s = NULL;
-		n = i2d_ECDSA_SIG(sig, &der);
-	}
-	BN_free(r);
-	BN_free(s);
-	ECDSA_SIG_free(sig);
-	if (n <= 0)
-		return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot encode the EC signature");
-	ret = hs_buf_append(out, der, (size_t)n);
-	OPENSSL_free(der);
-	return ret;
-}
-
 /* POST {kid}/sign with {"alg", "value": base64url(value)}; returns the raw
  * signature bytes. */
 static int post_sign(struct hs_ctx *ctx, struct akv_key *k, const char *alg,
@@ -482,13 +427,13 @@ static int akv_sign_digest(struct hs_ctx *ctx, void *state, const EVP_MD *md, co
 	if ((r = sign_alg(ctx, k, md, &alg)) < 0)
 		return r;
 	if (strcmp(alg, "RSNULL") == 0)
-		r = digest_info(ctx, md, digest, digest_len, &value);
+		r = hs_key_digest_info(ctx, md, digest, digest_len, &value);
 	else
 		r = hs_buf_append(&value, digest, digest_len);
 	if (r < 0 || (r = post_sign(ctx, k, alg, &value, &raw)) < 0)
 		goto out;
 	if (alg[0] == 'E')
-		r = p1363_to_der(ctx, &raw, sig);
+		r = hs_key_ecdsa_p1363_to_der(ctx, raw.data, raw.len, sig);
 	else
 		r = hs_buf_append(sig, raw.data, raw.len);
 out:

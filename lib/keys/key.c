@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
@@ -141,4 +142,58 @@ int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
 	if ((r = key->provider->sign_digest(ctx, key->state, md, digest, digest_len, sig)) < 0)
 		return r;
 	return check_signature(ctx, key, md, digest, digest_len, sig);
+}
+
+int hs_key_digest_info(struct hs_ctx *ctx, const EVP_MD *md, const uint8_t *digest, size_t len,
+                       struct hs_buf *out)
+{
+	X509_SIG *sig = X509_SIG_new();
+	X509_ALGOR *alg;
+	ASN1_OCTET_STRING *os;
+	unsigned char *der = NULL;
+	int n = -1, r;
+
+	if (sig != NULL) {
+		X509_SIG_getm(sig, &alg, &os);
+		if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) &&
+		    ASN1_OCTET_STRING_set(os, digest, (int)len))
+			n = i2d_X509_SIG(sig, &der);
+	}
+	X509_SIG_free(sig);
+	if (n <= 0)
+		return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot build DigestInfo");
+	r = hs_buf_append(out, der, (size_t)n);
+	OPENSSL_free(der);
+	return r < 0 ? hs_error_set(ctx, r, "out of memory") : 0;
+}
+
+int hs_key_ecdsa_p1363_to_der(struct hs_ctx *ctx, const uint8_t *raw, size_t raw_len,
+                              struct hs_buf *out)
+{
+	ECDSA_SIG *sig = ECDSA_SIG_new();
+	BIGNUM *r = NULL, *s = NULL;
+	unsigned char *der = NULL;
+	size_t half = raw_len / 2;
+	int n = -1, ret;
+
+	/* 2 * 66 bytes is P-521, the largest curve any store offers. */
+	if (raw_len == 0 || raw_len % 2 != 0 || raw_len > 2 * 66) {
+		ECDSA_SIG_free(sig);
+		return hs_error_set(ctx, HS_ERR_CRYPTO,
+		                    "the key returned an EC signature of bad length %zu", raw_len);
+	}
+	r = BN_bin2bn(raw, (int)half, NULL);
+	s = BN_bin2bn(raw + half, (int)half, NULL);
+	if (sig != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(sig, r, s)) {
+		r = s = NULL;
+		n = i2d_ECDSA_SIG(sig, &der);
+	}
+	BN_free(r);
+	BN_free(s);
+	ECDSA_SIG_free(sig);
+	if (n <= 0)
+		return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot encode the EC signature");
+	ret = hs_buf_append(out, der, (size_t)n);
+	OPENSSL_free(der);
+	return ret < 0 ? hs_error_set(ctx, ret, "out of memory") : 0;
 }

@@ -57,6 +57,15 @@ X509 *hs_key_signer(const struct hs_key *key);
  * order; *out belongs to the caller. */
 int hs_load_certs(struct hs_ctx *ctx, const char *path, STACK_OF(X509) * *out);
 
+/* Appends DER DigestInfo { md, digest }: what a raw RSA PKCS#1 v1.5
+ * signer (Key Vault RSNULL, PKCS#11 CKM_RSA_PKCS) is given to sign. */
+int hs_key_digest_info(struct hs_ctx *ctx, const EVP_MD *md, const uint8_t *digest, size_t len,
+                       struct hs_buf *out);
+/* Appends the DER ECDSA-Sig-Value for an IEEE P1363 r||s signature (what
+ * Key Vault and PKCS#11 CKM_ECDSA return). */
+int hs_key_ecdsa_p1363_to_der(struct hs_ctx *ctx, const uint8_t *raw, size_t raw_len,
+                              struct hs_buf *out);
+
 extern const struct hs_key_provider hs_key_provider_file;
 extern const struct hs_key_provider hs_key_provider_azure;
 

@@ -498,7 +498,7 @@ static void run_digest(struct fixture *f, const char *in_path, const EVP_MD *md,
                        struct hs_indirect *ind, const char *out_name, const uint8_t *pkcs7,
                        size_t pkcs7_len)
 {
-	struct hs_digest_params params = {md, 0};
+	struct hs_digest_params params = {.md = md};
 	struct hs_out out = {.fd = -1};
 	struct hs_file file;
 	char out_path[128];
@@ -552,7 +552,7 @@ static void check_signed_output(const struct img *im, const uint8_t *o, size_t o
 static void check_reopen(struct fixture *f, const char *path, const EVP_MD *md,
                          const struct hs_indirect *first, const uint8_t *pkcs7, size_t pkcs7_len)
 {
-	struct hs_digest_params params = {md, 0};
+	struct hs_digest_params params = {.md = md};
 	struct hs_indirect again = {0};
 	struct hs_buf sig = {0};
 	struct hs_file file;
@@ -775,7 +775,8 @@ static void test_page_hashes(void **state)
 	snprintf(in_path, sizeof(in_path), "%s/in", f->dir);
 	for (size_t i = 0; i < 2; i++) {
 		for (size_t n = 0; n < 3; n++) {
-			struct hs_digest_params params = {EVP_sha256(), nids[n]};
+			struct hs_digest_params params = {.md = EVP_sha256(),
+			                                  .page_hash_nid = nids[n]};
 			struct hs_indirect ind = {0};
 			struct hs_file file;
 			struct img im;
@@ -809,7 +810,7 @@ static void test_page_hash_errors(void **state)
 
 	for (size_t i = 0; i < 2; i++) {
 		struct img_spec sp = {"page", false, 0x80, 0, 0, false};
-		struct hs_digest_params params = {EVP_sha256(), NID_sha256};
+		struct hs_digest_params params = {.md = EVP_sha256(), .page_hash_nid = NID_sha256};
 		struct hs_indirect ind = {0};
 		struct hs_file file;
 		struct img im;
@@ -853,7 +854,7 @@ static bool pesign_hash(const char *path, char *hex, size_t hex_len)
 
 static void check_against_pesign(struct fixture *f, const char *path)
 {
-	struct hs_digest_params params = {EVP_sha256(), 0};
+	struct hs_digest_params params = {.md = EVP_sha256()};
 	struct hs_indirect ind = {0};
 	struct hs_file file;
 	char want[65] = "", got[65];

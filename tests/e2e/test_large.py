@@ -1,0 +1,49 @@
+"""Large inputs: memory stays flat as files grow (one streaming pass)."""
+import os
+import resource
+import shutil
+import subprocess
+import unittest
+
+from hslib import HSMSIGN, PE_DIR, HsTestCase, key_args, osslsigncode_verify, verify
+
+
+def peak_rss_kb(args):
+    """Runs args in a fresh child and returns its peak RSS in KiB."""
+    code = ("import resource, subprocess, sys;"
+            "r = subprocess.run(sys.argv[1:], capture_output=True);"
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run(["/usr/bin/python3", "-c", code, *args], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+class LargeFileTest(HsTestCase):
+
+    def make_pe(self, name, overlay_mb):
+        """hello64.exe plus an installer-like overlay of overlay_mb MiB."""
+        path = self.path(name)
+        shutil.copyfile(os.path.join(PE_DIR, "hello64.exe"), path)
+        with open(path, "ab") as f:
+            chunk = os.urandom(1 << 20)
+            for _ in range(overlay_mb):
+                f.write(chunk)
+            f.write(b"tail")  # an odd size: padding is needed
+        return path
+
+    def test_memory_does_not_grow_with_file_size(self):
+        small = self.make_pe("small.exe", 8)
+        large = self.make_pe("large.exe", 384)
+        rc_s, rss_s = peak_rss_kb([HSMSIGN, "sign", "-q", *key_args(), small])
+        rc_l, rss_l = peak_rss_kb([HSMSIGN, "sign", "-q", *key_args(), large])
+        self.assertEqual((rc_s, rc_l), (0, 0))
+        self.assertLess(rss_l, 64 * 1024, "peak RSS must stay well under 64 MiB")
+        self.assertLess(rss_l - rss_s, 8 * 1024,
+                        "RSS grew by %d KiB for 376 MiB more input" % (rss_l - rss_s))
+        self.assertRc(verify(large), 0)
+        ok, out = osslsigncode_verify(large)
+        self.assertTrue(ok, out)
+
+
+if __name__ == "__main__":
+    unittest.main()
