@@ -5,7 +5,7 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 JOBS ?= $(shell nproc)
 C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find include lib cli tests -name '*.[ch]')
 
-.PHONY: all build bootstrap check test asan format format-check demo fuzz fuzz-smoke clean
+.PHONY: all build bootstrap check test asan format format-check demo fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -46,6 +46,10 @@ fuzz-smoke: bootstrap
 	scripts/fuzz 15
 
 check: format-check test asan fuzz-smoke
+
+# Benchmarks (docs/PERFORMANCE.md): large file, many files, startup.
+bench: build
+	HSMSIGN=$(CURDIR)/$(BUILD)/hsmsign bench/run-all
 
 demo: build
 	@scripts/demo $(BUILD)/hsmsign

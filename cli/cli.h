@@ -100,6 +100,7 @@ int cli_parse_text_encoding(const char *value, enum hs_text_encoding *out);
  * exit code (EXIT_DIGEST_MISMATCH when not listed). */
 int cli_catalog_check(struct hs_ctx *ctx, const char *catalog, const char *file);
 int cli_cmd_pkcs11(const struct cli_cmd *cmd, int argc, char **argv);
+int cli_cmd_gcp(const struct cli_cmd *cmd, int argc, char **argv);
 
 /* PKCS#11 (cmd_pkcs11.c): opens a token key with the PIN from pin_spec
  * (env:/file:/stdin), or a prompt on the terminal when stdin is one;
@@ -109,6 +110,16 @@ int cli_pkcs11_open_key(struct hs_ctx *ctx, struct hs_pkcs11_key_opts *opts, con
 /* hs_pin_fn that asks on /dev/tty with echo off. */
 int cli_pkcs11_pin_prompt(char *buf, size_t size, const char *token, void *userdata);
 int cli_cmd_timestamp(const struct cli_cmd *cmd, int argc, char **argv);
+/* Two-step signing (cmd_attach.c): 'digest -o FILE.req' and 'attach'. */
+int cli_digest_request(const char *file, const char *request, const char *cert,
+                       enum hs_digest digest, struct hs_sign_opts *sign);
+int cli_cmd_attach(const struct cli_cmd *cmd, int argc, char **argv);
+/* sign --sign-request: checks the arguments (no files, -o given), then
+ * writes the key's raw signature over the request's digest to output. */
+int cli_check_sign_request(const char *request, const char *output, int n_files);
+int cli_sign_request(struct hs_ctx *ctx, struct hs_key *key, const char *request,
+                     const char *output);
+extern const struct cli_opt cli_attach_opts[];
 
 extern const struct cli_opt cli_sign_opts[];
 extern const struct cli_opt cli_verify_opts[];
@@ -116,6 +127,7 @@ extern const struct cli_opt cli_remove_opts[];
 extern const struct cli_opt cli_extract_opts[];
 extern const struct cli_opt cli_digest_opts[];
 extern const struct cli_opt cli_pkcs11_opts[];
+extern const struct cli_opt cli_gcp_opts[];
 extern const struct cli_opt cli_timestamp_opts[];
 
 #endif /* HS_CLI_H */

@@ -9,22 +9,39 @@
 
 #include "cli.h"
 
-enum { O_OUTPUT = 1, O_PEM, O_DIGEST };
+enum { O_OUTPUT = 1, O_PEM, O_DIGEST, O_INDEX, O_CERT, O_DESC, O_DESC_URL, O_PH, O_MSI_DSE, O_ENC };
 
 const struct cli_opt cli_remove_opts[] = {
         {O_OUTPUT, "-o|--output", ARG_VALUE, "FILE", "write the unsigned file here"},
+        {O_INDEX, "--index", ARG_VALUE, "N",
+         "remove only nested signature N (1, 2, ... as verify lists them); 0, the primary, "
+         "removes every signature (default)"},
         {0},
 };
 
 const struct cli_opt cli_extract_opts[] = {
         {O_OUTPUT, "-o|--output", ARG_VALUE, "FILE", "write the signature here (default: stdout)"},
         {O_PEM, "--pem", ARG_NONE, NULL, "write PEM instead of DER"},
+        {O_INDEX, "--index", ARG_VALUE, "N",
+         "write only nested signature N (1, 2, ...); 0 (default): the whole PKCS#7 with "
+         "the signatures nested in it"},
         {0},
 };
 
 const struct cli_opt cli_digest_opts[] = {
         {O_DIGEST, "-fd|--file-digest", ARG_VALUE, "ALG",
          "digest: sha1, sha256 (default), sha384, sha512"},
+        {O_OUTPUT, "-o|--output", ARG_VALUE, "FILE.req",
+         "write a signing request for two-step signing (needs --cert) instead of printing "
+         "the digest"},
+        {O_CERT, "--cert", ARG_VALUE, "FILE",
+         "signing certificate chain (PEM: signer first) for the request"},
+        {O_DESC, "-d|--description", ARG_VALUE, "TEXT", "request: description, as for sign"},
+        {O_DESC_URL, "-du|--description-url", ARG_VALUE, "URL",
+         "request: description URL, as for sign"},
+        {O_PH, "-ph|--page-hashes", ARG_NONE, NULL, "request: include PE page hashes"},
+        {O_MSI_DSE, "--msi-dse", ARG_NONE, NULL, "request: add MsiDigitalSignatureEx (MSI)"},
+        {O_ENC, "--script-encoding", ARG_VALUE, "ENC", "scripts without a BOM, as for sign"},
         {0},
 };
 
@@ -32,7 +49,41 @@ struct misc_args {
 	const char *output;
 	int pem;
 	enum hs_digest digest;
+	unsigned index;
+	struct hs_sign_opts sign; /* digest -o: what the request asks for */
+	const char *cert;
 };
+
+static int parse_index(const char *value, unsigned *out)
+{
+	char *end;
+	long n = strtol(value, &end, 10);
+
+	if (*value == '\0' || *end != '\0' || n < 0 || n > 64) {
+		cli_error("--index takes a number from 0 to 64");
+		return EXIT_INVALID_ARGS;
+	}
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* The options of 'digest -o' that say how the file will be signed. */
+static int request_opt(struct misc_args *a, int id, const char *value)
+{
+	if (id == O_CERT)
+		a->cert = value;
+	else if (id == O_DESC)
+		a->sign.description = value;
+	else if (id == O_DESC_URL)
+		a->sign.description_url = value;
+	else if (id == O_PH)
+		a->sign.page_hashes = 1;
+	else if (id == O_MSI_DSE)
+		a->sign.msi_dse = 1;
+	else if (id == O_ENC)
+		return cli_parse_text_encoding(value, &a->sign.script_encoding);
+	return 0;
+}
 
 static int misc_opt(int id, const char *value, void *userdata)
 {
@@ -42,6 +93,10 @@ static int misc_opt(int id, const char *value, void *userdata)
 		a->output = value;
 	else if (id == O_PEM)
 		a->pem = 1;
+	else if (id == O_INDEX)
+		return parse_index(value, &a->index);
+	else if (id >= O_CERT)
+		return request_opt(a, id, value);
 	else if (id == O_DIGEST && hs_digest_from_name(&a->digest, value) < 0) {
 		cli_error("unknown digest '%s' (sha1, sha256, sha384, sha512)", value);
 		return EXIT_INVALID_ARGS;
@@ -89,7 +144,7 @@ int cli_cmd_remove(const struct cli_cmd *cmd, int argc, char **argv)
 		return r < 0 ? EXIT_OK : r;
 	if (hs_ctx_new(&ctx) < 0)
 		return EXIT_ALL_FAILED;
-	r = hs_remove_signature(ctx, file, a.output) < 0 ? fail(ctx, file) : EXIT_OK;
+	r = hs_remove_signature_index(ctx, file, a.index, a.output) < 0 ? fail(ctx, file) : EXIT_OK;
 	hs_ctx_free(ctx);
 	return r;
 }
@@ -134,7 +189,7 @@ int cli_cmd_extract(const struct cli_cmd *cmd, int argc, char **argv)
 		return r < 0 ? EXIT_OK : r;
 	if (hs_ctx_new(&ctx) < 0)
 		return EXIT_ALL_FAILED;
-	if (hs_extract_signature(ctx, file, &der, &len) < 0)
+	if (hs_extract_signature_index(ctx, file, a.index, &der, &len) < 0)
 		r = fail(ctx, file);
 	else
 		r = write_signature(der, len, a.pem, a.output);
@@ -154,6 +209,8 @@ int cli_cmd_digest(const struct cli_cmd *cmd, int argc, char **argv)
 
 	if (r != 0)
 		return r < 0 ? EXIT_OK : r;
+	if (a.output != NULL || a.cert != NULL)
+		return cli_digest_request(file, a.output, a.cert, a.digest, &a.sign);
 	if (hs_ctx_new(&ctx) < 0)
 		return EXIT_ALL_FAILED;
 	if (hs_digest_file(ctx, file, a.digest, &digest, &len) < 0) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "batch.h"
 #include "cli.h"
 
 enum {
@@ -22,6 +23,7 @@ enum {
 	O_DIGEST,
 	O_OUTPUT,
 	O_SKIP_SIGNED,
+	O_REPLACE,
 	O_DESCRIPTION,
 	O_DESCRIPTION_URL,
 	O_PAGE_HASHES,
@@ -51,16 +53,44 @@ enum {
 	O_KV_MHSM,
 	O_KV_KEY_VERSION,
 	O_NO_AIA,
+	O_AWS_KEY,
+	O_AWS_REGION,
+	O_AWS_PROFILE,
+	O_AWS_ENDPOINT,
+	O_GCP_KEY,
+	O_GCP_TOKEN,
+	O_GCP_CREDENTIALS,
+	O_GCP_WIF_PROVIDER,
+	O_GCP_SERVICE_ACCOUNT,
+	O_GCP_ENDPOINT,
+	O_HCV_KEY,
+	O_HCV_ADDR,
+	O_HCV_MOUNT,
+	O_HCV_KEY_VERSION,
+	O_HCV_TOKEN,
+	O_HCV_ROLE_ID,
+	O_HCV_SECRET_ID,
+	O_HCV_JWT_ROLE,
+	O_HCV_JWT_AUDIENCE,
+	O_HCV_AUTH_MOUNT,
+	O_TS_ENDPOINT,
+	O_TS_ACCOUNT,
+	O_TS_PROFILE,
+	O_TS_API_VERSION,
 	O_CA_FILE,
 	O_TS_RFC3161,
 	O_TS_DIGEST,
 	O_TS_LEGACY,
 	O_APPEND,
+	O_SIGN_REQUEST,
 	O_HTTP_RETRIES,
 	O_HTTP_MAX_TIME,
 	O_TS_OPTIONAL,
 	O_TS_RETRIES,
 	O_TS_TIMEOUT,
+	O_REPORT,
+	O_VAULT_RATE,
+	O_TS_RATE,
 };
 
 const struct cli_opt cli_sign_opts[] = {
@@ -121,6 +151,55 @@ const struct cli_opt cli_sign_opts[] = {
          "Managed HSM key version (default: the current one)"},
         {O_NO_AIA, "--no-aia", ARG_NONE, NULL,
          "do not fetch missing intermediate certificates from AIA URLs"},
+        {O_AWS_KEY, "--aws-kms-key", ARG_VALUE, "KEY",
+         "AWS KMS key: id, alias/NAME or ARN (with --cert; docs/providers.md)"},
+        {O_AWS_REGION, "--aws-region", ARG_VALUE, "REGION",
+         "AWS region (default: the key ARN's, AWS_REGION, or the profile's)"},
+        {O_AWS_PROFILE, "--aws-profile", ARG_VALUE, "NAME",
+         "use only this profile of the shared AWS credentials/config files"},
+        {O_AWS_ENDPOINT, "--aws-kms-endpoint", ARG_VALUE, "URL",
+         "AWS KMS endpoint (default: AWS_ENDPOINT_URL_KMS or the region's)"},
+        {O_GCP_KEY, "--gcp-kms-key", ARG_VALUE, "NAME",
+         "Google Cloud KMS key projects/.../cryptoKeys/K[/cryptoKeyVersions/N] (with --cert)"},
+        {O_GCP_TOKEN, "--gcp-access-token", ARG_VALUE, "SECRET",
+         "Google OAuth access token (env:NAME, file:PATH or stdin)"},
+        {O_GCP_CREDENTIALS, "--gcp-credentials", ARG_VALUE, "FILE",
+         "service-account key or external_account JSON (default: "
+         "GOOGLE_APPLICATION_CREDENTIALS)"},
+        {O_GCP_WIF_PROVIDER, "--gcp-workload-provider", ARG_VALUE, "NAME",
+         "GitHub Actions OIDC through this workload identity provider "
+         "(projects/N/locations/global/workloadIdentityPools/P/providers/X)"},
+        {O_GCP_SERVICE_ACCOUNT, "--gcp-service-account", ARG_VALUE, "EMAIL",
+         "service account to impersonate after --gcp-workload-provider"},
+        {O_GCP_ENDPOINT, "--gcp-kms-endpoint", ARG_VALUE, "URL",
+         "Cloud KMS endpoint (default: https://cloudkms.googleapis.com)"},
+        {O_HCV_KEY, "--vault-transit-key", ARG_VALUE, "NAME",
+         "HashiCorp Vault transit key (with --cert; docs/providers.md)"},
+        {O_HCV_ADDR, "--vault-addr", ARG_VALUE, "URL", "Vault address (default: VAULT_ADDR)"},
+        {O_HCV_MOUNT, "--vault-transit-mount", ARG_VALUE, "PATH",
+         "mount path of the transit engine (default: transit)"},
+        {O_HCV_KEY_VERSION, "--vault-key-version", ARG_VALUE, "N",
+         "transit key version (default: the latest)"},
+        {O_HCV_TOKEN, "--vault-token", ARG_VALUE, "SECRET",
+         "Vault token (env:NAME, file:PATH or stdin; default: VAULT_TOKEN, ~/.vault-token)"},
+        {O_HCV_ROLE_ID, "--vault-role-id", ARG_VALUE, "ID", "AppRole login: the role id"},
+        {O_HCV_SECRET_ID, "--vault-secret-id", ARG_VALUE, "SECRET",
+         "AppRole login: the secret id (env:NAME, file:PATH or stdin)"},
+        {O_HCV_JWT_ROLE, "--vault-jwt-role", ARG_VALUE, "ROLE",
+         "JWT login with the GitHub Actions OIDC token, as this role"},
+        {O_HCV_JWT_AUDIENCE, "--vault-jwt-audience", ARG_VALUE, "AUD",
+         "audience of the GitHub OIDC token for --vault-jwt-role"},
+        {O_HCV_AUTH_MOUNT, "--vault-auth-mount", ARG_VALUE, "PATH",
+         "mount path of the AppRole or JWT auth method (default: approle or jwt)"},
+        {O_TS_ENDPOINT, "--trusted-signing-endpoint", ARG_VALUE, "URL",
+         "Azure Trusted Signing endpoint, e.g. https://weu.codesigning.azure.net (Azure "
+         "credentials as for -kvu; docs/providers.md)"},
+        {O_TS_ACCOUNT, "--trusted-signing-account", ARG_VALUE, "NAME",
+         "Trusted Signing code signing account"},
+        {O_TS_PROFILE, "--trusted-signing-profile", ARG_VALUE, "NAME",
+         "Trusted Signing certificate profile"},
+        {O_TS_API_VERSION, "--trusted-signing-api-version", ARG_VALUE, "VERSION",
+         "Trusted Signing api-version (default 2022-06-15-preview)"},
         {O_CA_FILE, "--ca-file", ARG_VALUE, "FILE",
          "extra trusted roots for HTTPS (also SSL_CERT_FILE)"},
         {O_HTTP_RETRIES, "--http-retries", ARG_VALUE, "N",
@@ -128,10 +207,13 @@ const struct cli_opt cli_sign_opts[] = {
         {O_HTTP_MAX_TIME, "--http-max-time", ARG_VALUE, "SECONDS",
          "longest time one vault request may take with its retries (default 120)"},
         {O_DIGEST, "-fd|--fd|--file-digest", ARG_VALUE, "ALG",
-         "digest: sha1, sha256 (default), sha384, sha512"},
+         "digest: sha1, sha256 (default), sha384, sha512; a list (sha1,sha256) or a repeated "
+         "-fd dual-signs: the first is the primary signature, the others are nested in it"},
         {O_OUTPUT, "-o|--output", ARG_VALUE, "FILE", "write the signed file here (one FILE only)"},
         {O_SKIP_SIGNED, "-s|--s|--skip-signed", ARG_NONE, NULL,
          "leave files that are already signed"},
+        {O_REPLACE, "--replace", ARG_NONE, NULL,
+         "NuGet: replace an existing signature (refused without it)"},
         {O_DESCRIPTION, "-d|--d|--description", ARG_VALUE, "TEXT",
          "description shown by Windows (SpcSpOpusInfo programName)"},
         {O_DESCRIPTION_URL, "-du|--du|--description-url", ARG_VALUE, "URL",
@@ -150,9 +232,17 @@ const struct cli_opt cli_sign_opts[] = {
         {O_CONTINUE, "-coe|--coe|--continue-on-error", ARG_NONE, NULL,
          "keep signing the other files after a failure (default: stop at the first)"},
         {O_INPUT_LIST, "-ifl|--ifl|--input-file-list", ARG_VALUE, "FILE",
-         "read more files to sign from FILE, one per line (blank lines skipped)"},
+         "read more files to sign from FILE, one per line (blank lines and # comments "
+         "skipped; entries may be patterns); @FILE as an operand does the same"},
         {O_MDOP, "-mdop|--mdop|--max-degree-of-parallelism", ARG_VALUE, "N",
-         "most files signed at once; files are signed one at a time in this version"},
+         "most files signed at once (default: the number of CPUs with a local key, 16 "
+         "with a remote one; 0 or -1: the default)"},
+        {O_REPORT, "--report", ARG_VALUE, "FILE.json",
+         "write a JSON report: per file the result or error, SHA-256 before and after, "
+         "format, digest, key id, duration"},
+        {O_VAULT_RATE, "--vault-rate-limit", ARG_VALUE, "N",
+         "most vault requests per second (default: below the service's documented limit "
+         "for the key type; 0: no limit)"},
         {O_TS_RFC3161, "-tr|--tr|--timestamp-rfc3161", ARG_VALUE, "URL",
          "RFC 3161 timestamp server; repeat or separate with commas to fail over in order"},
         {O_TS_DIGEST, "-td|--td|--timestamp-digest", ARG_VALUE, "ALG",
@@ -164,10 +254,15 @@ const struct cli_opt cli_sign_opts[] = {
          "failing"},
         {O_TS_RETRIES, "--timestamp-retries", ARG_VALUE, "N",
          "retries per timestamp server of a throttled or failed request (default 2)"},
+        {O_TS_RATE, "--timestamp-rate-limit", ARG_VALUE, "N",
+         "most requests per second to each timestamp server (default: no limit)"},
         {O_TS_TIMEOUT, "--timestamp-timeout", ARG_VALUE, "SECONDS",
          "longest wait for one timestamp server answer (default 30)"},
+        {O_SIGN_REQUEST, "--sign-request", ARG_VALUE, "FILE.req",
+         "sign the digest in a signing request ('hsmsign digest -o') with this key instead "
+         "of files; the raw signature goes to -o, for 'hsmsign attach'"},
         {O_APPEND, "-as|--as|--append-signature", ARG_NONE, NULL,
-         "add a nested signature (not yet supported: refused)"},
+         "keep an existing signature and nest the new one in it (not for catalogs)"},
         {O_VERBOSE, "-v|--v|--verbose", ARG_NONE, NULL, "say what is done"},
         {O_QUIET, "-q|--q|--quiet", ARG_NONE, NULL, "print errors only"},
         {O_COLORS, "--colors", ARG_NONE, NULL,
@@ -177,10 +272,17 @@ const struct cli_opt cli_sign_opts[] = {
 
 #define MAX_EXTRA_CERTS 16
 #define MAX_TSA         16
+#define MAX_DIGESTS     8
 
 struct sign_args {
 	struct hs_key_file_opts key;
 	struct hs_azure_key_opts azure;
+	struct hs_aws_kms_key_opts aws;
+	struct hs_gcp_kms_key_opts gcp;
+	const char *gcp_token;
+	struct hs_vault_transit_key_opts hcv;
+	const char *hcv_token, *hcv_secret_id;
+	struct hs_trusted_signing_key_opts ts;
 	struct hs_pkcs11_key_opts p11;
 	const char *pin;
 	struct hs_sign_opts sign;
@@ -190,7 +292,9 @@ struct sign_args {
 	const char *kv_token;
 	const char *kv_cert_pass;
 	const char *input_list;
-	const char *unsupported; /* first not-yet-supported option seen */
+	const char *sign_request; /* --sign-request: sign this instead of files */
+	const char *report;
+	int jobs;
 	const char *extra_certs[MAX_EXTRA_CERTS + 1];
 	int n_extra_certs;
 	int continue_on_error;
@@ -198,6 +302,8 @@ struct sign_args {
 	const char *ts_urls[MAX_TSA + 1];
 	const char *ts_legacy[MAX_TSA + 1];
 	int n_ts, n_legacy;
+	enum hs_digest digests[MAX_DIGESTS + 1]; /* -fd: primary, then nested; 0-terminated */
+	int n_digests;
 };
 
 /* Options that set a plain string field. */
@@ -214,12 +320,16 @@ static const char **string_field(struct sign_args *a, int id)
 		return &a->key_pass;
 	case O_OUTPUT:
 		return &a->sign.output;
+	case O_SIGN_REQUEST:
+		return &a->sign_request;
 	case O_DESCRIPTION:
 		return &a->sign.description;
 	case O_DESCRIPTION_URL:
 		return &a->sign.description_url;
 	case O_INPUT_LIST:
 		return &a->input_list;
+	case O_REPORT:
+		return &a->report;
 	case O_KV_URL:
 		return &a->azure.vault_url;
 	case O_KV_CERT:
@@ -248,6 +358,52 @@ static const char **string_field(struct sign_args *a, int id)
 		return &a->azure.key_version;
 	case O_CA_FILE:
 		return &a->azure.ca_file;
+	case O_AWS_KEY:
+		return &a->aws.key_id;
+	case O_AWS_REGION:
+		return &a->aws.region;
+	case O_AWS_PROFILE:
+		return &a->aws.profile;
+	case O_AWS_ENDPOINT:
+		return &a->aws.endpoint;
+	case O_GCP_KEY:
+		return &a->gcp.key;
+	case O_GCP_TOKEN:
+		return &a->gcp_token;
+	case O_GCP_CREDENTIALS:
+		return &a->gcp.credentials_file;
+	case O_GCP_WIF_PROVIDER:
+		return &a->gcp.workload_provider;
+	case O_GCP_SERVICE_ACCOUNT:
+		return &a->gcp.service_account;
+	case O_GCP_ENDPOINT:
+		return &a->gcp.endpoint;
+	case O_HCV_KEY:
+		return &a->hcv.key;
+	case O_HCV_ADDR:
+		return &a->hcv.addr;
+	case O_HCV_MOUNT:
+		return &a->hcv.mount;
+	case O_HCV_TOKEN:
+		return &a->hcv_token;
+	case O_HCV_ROLE_ID:
+		return &a->hcv.role_id;
+	case O_HCV_SECRET_ID:
+		return &a->hcv_secret_id;
+	case O_HCV_JWT_ROLE:
+		return &a->hcv.jwt_role;
+	case O_HCV_JWT_AUDIENCE:
+		return &a->hcv.jwt_audience;
+	case O_HCV_AUTH_MOUNT:
+		return &a->hcv.auth_mount;
+	case O_TS_ENDPOINT:
+		return &a->ts.endpoint;
+	case O_TS_ACCOUNT:
+		return &a->ts.account;
+	case O_TS_PROFILE:
+		return &a->ts.profile;
+	case O_TS_API_VERSION:
+		return &a->ts.api_version;
 	}
 	return NULL;
 }
@@ -281,6 +437,26 @@ static int add_tsa_urls(const char **list, int *n, char *value)
 	return 0;
 }
 
+/* -fd: a digest or a comma-separated list (split in place), repeatable. */
+static int add_digests(struct sign_args *a, char *value)
+{
+	for (char *name = value, *next; name != NULL; name = next) {
+		int r;
+
+		next = strchr(name, ',');
+		if (next != NULL)
+			*next++ = '\0';
+		if (a->n_digests == MAX_DIGESTS) {
+			cli_error("sign: at most %d file digests", MAX_DIGESTS);
+			return EXIT_INVALID_ARGS;
+		}
+		if ((r = parse_digest(name, &a->digests[a->n_digests])) != 0)
+			return r;
+		a->digests[++a->n_digests] = 0;
+	}
+	return 0;
+}
+
 static int ts_number_opt(struct sign_args *a, int id, const char *value)
 {
 	char *end;
@@ -298,12 +474,33 @@ static int ts_number_opt(struct sign_args *a, int id, const char *value)
 	return 0;
 }
 
+/* --vault-rate-limit, --timestamp-rate-limit: requests per second, 0: none. */
+static int rate_opt(struct sign_args *a, int id, const char *value)
+{
+	char *end;
+	double n = strtod(value, &end);
+
+	if (*value == '\0' || *end != '\0' || !(n >= 0 && n <= 100000)) {
+		cli_error("sign: %s takes a number of requests per second",
+		          id == O_VAULT_RATE ? "--vault-rate-limit" : "--timestamp-rate-limit");
+		return EXIT_INVALID_ARGS;
+	}
+	if (id == O_VAULT_RATE)
+		a->azure.rate_limit = n > 0 ? n : -1;
+	else
+		a->sign.timestamp.rate_limit = n;
+	return 0;
+}
+
 static int flag_opt(struct sign_args *a, int id, const char *value)
 {
 	switch (id) {
 	case O_CERT:
 		a->key.cert_path = value;
 		a->azure.cert_file = value;
+		a->aws.cert_file = value;
+		a->gcp.cert_file = value;
+		a->hcv.cert_file = value;
 		a->p11.cert_file = value;
 		break;
 	case O_P11_MODULE:
@@ -315,6 +512,17 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 	case O_P11_ALLOW_PIN_IN_URI:
 		a->p11.allow_pin_in_uri = 1;
 		break;
+	case O_HCV_KEY_VERSION: {
+		char *end;
+		long n = strtol(value, &end, 10);
+
+		if (*value == '\0' || *end != '\0' || n < 1 || n > 1000000) {
+			cli_error("sign: --vault-key-version takes a version number");
+			return EXIT_INVALID_ARGS;
+		}
+		a->hcv.key_version = n;
+		break;
+	}
 	case O_P11_SESSIONS: {
 		char *end;
 		long n = strtol(value, &end, 10);
@@ -328,6 +536,9 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 	}
 	case O_SKIP_SIGNED:
 		a->sign.skip_signed = 1;
+		break;
+	case O_REPLACE:
+		a->sign.replace = 1;
 		break;
 	case O_PAGE_HASHES:
 		a->ph = 1;
@@ -362,13 +573,18 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 		char *end;
 		long n = strtol(value, &end, 10);
 
-		if (*value == '\0' || *end != '\0' || n < -1) {
-			cli_error("sign: --max-degree-of-parallelism takes a positive integer, 0 "
-			          "or -1");
+		if (*value == '\0' || *end != '\0' || n < -1 || n > 256) {
+			cli_error(
+			        "sign: --max-degree-of-parallelism takes an integer from 1 to 256, "
+			        "0 or -1");
 			return EXIT_INVALID_ARGS;
 		}
+		a->jobs = n > 0 ? (int)n : 0;
 		break;
 	}
+	case O_VAULT_RATE:
+	case O_TS_RATE:
+		return rate_opt(a, id, value);
 	case O_HTTP_RETRIES:
 	case O_HTTP_MAX_TIME: {
 		char *end;
@@ -403,8 +619,7 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 	case O_TS_TIMEOUT:
 		return ts_number_opt(a, id, value);
 	case O_APPEND:
-		if (!a->unsupported)
-			a->unsupported = "--append-signature";
+		a->sign.append = 1;
 		break;
 	case O_TS_DIGEST:
 		return parse_digest(value, &a->sign.timestamp.digest);
@@ -422,7 +637,7 @@ static int sign_opt(int id, const char *value, void *userdata)
 		return 0;
 	}
 	if (id == O_DIGEST)
-		return parse_digest(value, &a->sign.digest);
+		return add_digests(a, (char *)value);
 	if (id == O_SCRIPT_ENCODING)
 		return cli_parse_text_encoding(value, &a->sign.script_encoding);
 	return flag_opt(a, id, value);
@@ -455,6 +670,8 @@ static int check_key_source(const struct sign_args *a)
 	bool p11 = is_pkcs11_uri(a->key.key_path);
 	bool file = a->key.pfx_path || (a->key.key_path && !p11);
 	bool azure = a->azure.vault_url != NULL;
+	int clouds = azure + (a->aws.key_id != NULL) + (a->gcp.key != NULL) + (a->hcv.key != NULL) +
+	             (a->ts.endpoint != NULL);
 
 	if ((p11 && (a->key.pfx_path || azure)) ||
 	    (!p11 && (a->p11.module || a->pin || a->p11.sessions))) {
@@ -466,10 +683,15 @@ static int check_key_source(const struct sign_args *a)
 		cli_error("sign: give a key file (--key/--pfx) or a vault (-kvu), not both");
 		return EXIT_INVALID_ARGS;
 	}
-	if (!file && !azure && !p11) {
-		cli_error(
-		        "sign: no key: give --key and --cert, --pfx, --key pkcs11:URI, or a vault "
-		        "with -kvu and -kvc");
+	if (clouds > 1 || (clouds && (file || p11))) {
+		cli_error("sign: give one key source: a key file, a pkcs11: URI, a vault or a "
+		          "cloud KMS key");
+		return EXIT_INVALID_ARGS;
+	}
+	if (!file && !azure && !p11 && !clouds) {
+		cli_error("sign: no key: give --key and --cert, --pfx, --key pkcs11:URI, a vault "
+		          "with -kvu and -kvc, or a cloud KMS key (--aws-kms-key, --gcp-kms-key, "
+		          "--vault-transit-key, --trusted-signing-endpoint)");
 		return EXIT_INVALID_ARGS;
 	}
 	if (file && a->key.pfx_path == NULL && a->key.cert_path == NULL) {
@@ -487,14 +709,10 @@ static int check_args(const struct sign_args *a, int n_files)
 {
 	int r;
 
-	if (a->unsupported != NULL) {
-		cli_error("sign: %s is not yet supported by this version of hsmsign; "
-		          "run without it",
-		          a->unsupported);
-		return EXIT_INVALID_ARGS;
-	}
 	if ((r = check_exclusive(a)) != 0 || (r = check_key_source(a)) != 0)
 		return r;
+	if (a->sign_request != NULL)
+		return cli_check_sign_request(a->sign_request, a->sign.output, n_files);
 	if (n_files == 0) {
 		cli_error("sign: no files to sign (see 'hsmsign sign --help')");
 		return EXIT_INVALID_ARGS;
@@ -503,40 +721,6 @@ static int check_args(const struct sign_args *a, int n_files)
 		cli_error("sign: --output needs exactly one input file");
 		return EXIT_INVALID_ARGS;
 	}
-	return 0;
-}
-
-/* Adds the lines of an input file list to files (capacity *cap, grown);
- * the caller frees the added strings. */
-static int read_input_list(const char *path, char ***files, int *n, int *cap)
-{
-	FILE *fp = fopen(path, "r");
-	char *line = NULL;
-	size_t size = 0;
-	ssize_t len;
-
-	if (fp == NULL) {
-		cli_error("sign: %s: cannot open input file list", path);
-		return EXIT_INVALID_ARGS;
-	}
-	while ((len = getline(&line, &size, fp)) >= 0) {
-		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-			line[--len] = '\0';
-		if (len == 0)
-			continue;
-		if (*n == *cap) {
-			char **grown = realloc(*files, sizeof(**files) * (size_t)(*cap * 2 + 16));
-			if (grown == NULL)
-				break;
-			*files = grown;
-			*cap = *cap * 2 + 16;
-		}
-		(*files)[(*n)++] = line;
-		line = NULL;
-		size = 0;
-	}
-	free(line);
-	fclose(fp);
 	return 0;
 }
 
@@ -556,7 +740,8 @@ static int read_compat_secret(const char *option, const char *spec, char **out)
 }
 
 struct secrets {
-	char *password, *kv_secret, *kv_token, *kv_cert_pass;
+	char *password, *kv_secret, *kv_token, *kv_cert_pass, *gcp_token, *hcv_token,
+	        *hcv_secret_id;
 };
 
 static void secrets_free(struct secrets *s)
@@ -565,6 +750,9 @@ static void secrets_free(struct secrets *s)
 	cli_secret_free(s->kv_secret);
 	cli_secret_free(s->kv_token);
 	cli_secret_free(s->kv_cert_pass);
+	cli_secret_free(s->gcp_token);
+	cli_secret_free(s->hcv_token);
+	cli_secret_free(s->hcv_secret_id);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -583,6 +771,45 @@ static int read_secrets(const struct sign_args *a, struct secrets *s)
 	if (r == 0 && a->kv_cert_pass != NULL)
 		r = cli_secret_read("--azure-client-certificate-password", a->kv_cert_pass,
 		                    &s->kv_cert_pass);
+	if (r == 0 && a->gcp_token != NULL)
+		r = cli_secret_read("--gcp-access-token", a->gcp_token, &s->gcp_token);
+	if (r == 0 && a->hcv_token != NULL)
+		r = cli_secret_read("--vault-token", a->hcv_token, &s->hcv_token);
+	if (r == 0 && a->hcv_secret_id != NULL)
+		r = cli_secret_read("--vault-secret-id", a->hcv_secret_id, &s->hcv_secret_id);
+	return r;
+}
+
+/* The cloud KMS providers share --ca-file and the --http-* knobs, which
+ * the parser stores in the Azure options. */
+static void cli_cloud_http_opts(const struct hs_azure_key_opts *azure, const char **ca_file,
+                                int *max_retries, long *max_total_ms, long *backoff_base_ms)
+{
+	*ca_file = azure->ca_file;
+	*max_retries = azure->max_retries;
+	*max_total_ms = azure->max_total_ms;
+	*backoff_base_ms = azure->backoff_base_ms;
+}
+
+/* Trusted Signing uses the Azure credential options of -kvu. */
+static int open_trusted_signing(struct hs_ctx *ctx, struct sign_args *a, const struct secrets *s,
+                                struct hs_key **key)
+{
+	struct hs_trusted_signing_key_opts *o = &a->ts;
+	int r;
+
+	cli_cloud_http_opts(&a->azure, &o->ca_file, &o->max_retries, &o->max_total_ms,
+	                    &o->backoff_base_ms);
+	o->credential = a->azure.credential;
+	o->tenant_id = a->azure.tenant_id;
+	o->client_id = a->azure.client_id;
+	o->client_cert_path = a->azure.client_cert_path;
+	o->authority = a->azure.authority;
+	o->access_token = s->kv_token;
+	o->client_secret = s->kv_secret;
+	o->client_cert_password = s->kv_cert_pass;
+	r = hs_key_open_trusted_signing(ctx, key, o);
+	o->access_token = o->client_secret = o->client_cert_password = NULL;
 	return r;
 }
 
@@ -599,7 +826,29 @@ static int open_key(struct hs_ctx *ctx, struct sign_args *a, struct hs_key **key
 	}
 	if ((r = read_secrets(a, &s)) != 0)
 		goto out;
-	if (a->azure.vault_url != NULL) {
+	if (a->aws.key_id != NULL) {
+		cli_cloud_http_opts(&a->azure, &a->aws.ca_file, &a->aws.max_retries,
+		                    &a->aws.max_total_ms, &a->aws.backoff_base_ms);
+		a->aws.extra_certs = a->extra_certs;
+		r = hs_key_open_aws_kms(ctx, key, &a->aws);
+	} else if (a->gcp.key != NULL) {
+		cli_cloud_http_opts(&a->azure, &a->gcp.ca_file, &a->gcp.max_retries,
+		                    &a->gcp.max_total_ms, &a->gcp.backoff_base_ms);
+		a->gcp.extra_certs = a->extra_certs;
+		a->gcp.access_token = s.gcp_token;
+		r = hs_key_open_gcp_kms(ctx, key, &a->gcp);
+		a->gcp.access_token = NULL;
+	} else if (a->hcv.key != NULL) {
+		cli_cloud_http_opts(&a->azure, &a->hcv.ca_file, &a->hcv.max_retries,
+		                    &a->hcv.max_total_ms, &a->hcv.backoff_base_ms);
+		a->hcv.extra_certs = a->extra_certs;
+		a->hcv.token = s.hcv_token;
+		a->hcv.secret_id = s.hcv_secret_id;
+		r = hs_key_open_vault_transit(ctx, key, &a->hcv);
+		a->hcv.token = a->hcv.secret_id = NULL;
+	} else if (a->ts.endpoint != NULL) {
+		r = open_trusted_signing(ctx, a, &s, key);
+	} else if (a->azure.vault_url != NULL) {
 		a->azure.client_secret = s.kv_secret;
 		a->azure.access_token = s.kv_token;
 		a->azure.client_cert_password = s.kv_cert_pass;
@@ -621,34 +870,55 @@ out:
 	return r;
 }
 
-static int sign_all(struct hs_ctx *ctx, struct hs_key *key, const struct sign_args *a, char **files,
-                    int n_files)
+/* Operands and -ifl entries, patterns expanded, duplicates removed. */
+static int collect_inputs(const struct sign_args *a, char **files, int n_files,
+                          struct cli_inputs *in)
 {
-	int failed = 0, i;
+	int r = 0;
 
-	for (i = 0; i < n_files; i++) {
-		enum hs_sign_outcome outcome;
+	for (int i = 0; r == 0 && i < n_files; i++)
+		r = cli_inputs_add_arg(in, files[i]);
+	if (r == 0 && a->input_list != NULL)
+		r = cli_inputs_add_list(in, a->input_list);
+	return r;
+}
 
-		hs_ctx_clear_error(ctx);
-		if (hs_sign_file(ctx, key, files[i], &a->sign, &outcome) < 0) {
-			cli_error_ctx(ctx, files[i]);
-			failed++;
-			if (!a->continue_on_error && i + 1 < n_files) {
-				cli_error("stopped after the first failure: %d file(s) not signed "
-				          "(use --continue-on-error to go on)",
-				          n_files - i - 1);
-				failed += n_files - i - 1;
-				break;
-			}
-		} else if (cli_verbosity >= 1) {
-			printf("%s %s\n",
-			       outcome == HS_SIGN_SKIPPED ? "Skipped (already signed):" : "Signed:",
-			       a->sign.output ? a->sign.output : files[i]);
-		}
-	}
-	if (failed == 0)
-		return EXIT_OK;
-	return failed == n_files ? EXIT_ALL_FAILED : EXIT_SOME_FAILED;
+/* Every input is checked before anything is signed (or a vault is asked):
+ * without -coe one bad input means nothing is signed. */
+static int check_inputs(struct hs_ctx *ctx, const struct sign_args *a, struct cli_inputs *in,
+                        const char ***formats)
+{
+	int r = cli_batch_check(ctx, in, formats);
+	size_t good = 0;
+
+	for (size_t i = 0; i < in->n; i++)
+		good += (*formats)[i] != NULL;
+	if (r == 0 && in->missing == 0)
+		return 0;
+	if (good > 0 && a->continue_on_error)
+		return 0;
+	if (good > 0)
+		cli_error("nothing signed: %zu input(s) cannot be signed (--continue-on-error "
+		          "signs the others)",
+		          in->n - good + in->missing);
+	return EXIT_ALL_FAILED;
+}
+
+static int sign_inputs(struct hs_ctx *ctx, struct hs_key *key, const struct sign_args *a,
+                       const struct cli_inputs *in, const char **formats)
+{
+	/* A remote key spends most of a file's time waiting for the network:
+	 * keep more files in flight than there are CPUs. */
+	bool local = strcmp(hs_key_provider_name(key), "file") == 0;
+	struct cli_batch_params bp = {.jobs = a->jobs ? a->jobs
+	                                      : local ? 0
+	                                              : 16,
+	                              .continue_on_error = a->continue_on_error,
+	                              .output = a->sign.output,
+	                              .report = a->report,
+	                              .tsa = a->n_ts > 0 ? a->ts_urls : a->ts_legacy};
+
+	return cli_batch_sign(ctx, key, &a->sign, in, formats, &bp);
 }
 
 /* AzureSignTool's warnings about timestamps (peers/azuresigntool.md). */
@@ -672,6 +942,12 @@ static void apply_verbosity(struct sign_args *a)
 	if (backoff != NULL && *backoff != '\0')
 		a->azure.backoff_base_ms = a->sign.timestamp.backoff_base_ms =
 		        strtol(backoff, NULL, 10);
+	/* Trusted Signing certificates live about three days: an untimestamped
+	 * signature would soon stop verifying, so a TSA is the default. */
+	if (a->ts.endpoint != NULL && a->n_ts == 0 && a->n_legacy == 0) {
+		a->ts_urls[a->n_ts++] = HS_TRUSTED_SIGNING_TSA;
+		a->ts_urls[a->n_ts] = NULL;
+	}
 	if (a->n_ts > 0)
 		a->sign.timestamp.urls = a->ts_urls;
 	if (a->n_legacy > 0)
@@ -681,16 +957,26 @@ static void apply_verbosity(struct sign_args *a)
 	if (a->quiet)
 		cli_verbosity = 0;
 	a->sign.page_hashes = a->ph;
+	if (a->n_digests > 0)
+		a->sign.digest = a->digests[0];
+	if (a->n_digests > 1)
+		a->sign.nested_digests = a->digests + 1;
 }
 
 int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct sign_args a = {.key = HS_KEY_FILE_OPTS_INIT,
 	                      .azure = HS_AZURE_KEY_OPTS_INIT,
+	                      .aws = HS_AWS_KMS_KEY_OPTS_INIT,
+	                      .gcp = HS_GCP_KMS_KEY_OPTS_INIT,
+	                      .hcv = HS_VAULT_TRANSIT_KEY_OPTS_INIT,
+	                      .ts = HS_TRUSTED_SIGNING_KEY_OPTS_INIT,
 	                      .p11 = HS_PKCS11_KEY_OPTS_INIT,
 	                      .sign = HS_SIGN_OPTS_INIT};
-	int cap = argc, n_files = 0, n_argv = 0, r;
-	char **files = calloc((size_t)cap, sizeof(*files));
+	int n_files = 0, r;
+	char **files = calloc((size_t)argc, sizeof(*files));
+	struct cli_inputs in = {0};
+	const char **formats = NULL;
 	struct hs_ctx *ctx = NULL;
 	struct hs_key *key = NULL;
 
@@ -702,25 +988,29 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 	if ((r = cli_parse(cmd, argc, argv, sign_opt, &a, files, &n_files)) != 0)
 		goto out;
 	apply_verbosity(&a);
-	n_argv = n_files;
-	if (a.input_list != NULL &&
-	    (r = read_input_list(a.input_list, &files, &n_files, &cap)) != 0)
+	if ((r = collect_inputs(&a, files, n_files, &in)) != 0)
 		goto out;
-	if ((r = check_args(&a, n_files)) != 0)
+	if ((r = check_args(&a, (int)(in.n + in.missing))) != 0)
 		goto out;
 	hs_ctx_set_log(ctx, cli_log, NULL);
+	if ((r = check_inputs(ctx, &a, &in, &formats)) != 0)
+		goto out;
 	if ((r = open_key(ctx, &a, &key)) != 0)
 		goto out;
+	if (a.sign_request != NULL) {
+		r = cli_sign_request(ctx, key, a.sign_request, a.sign.output);
+		goto out;
+	}
 	if (cli_verbosity >= 2)
 		fprintf(stderr, "hsmsign: info: signing with %s key '%s', %s\n",
 		        hs_key_provider_name(key), hs_key_subject(key),
 		        hs_digest_name(a.sign.digest));
-	r = sign_all(ctx, key, &a, files, n_files);
+	r = sign_inputs(ctx, key, &a, &in, formats);
 	if (r == EXIT_OK) /* a failure stays one line per file */
 		warn_timestamps(&a);
 out:
-	for (int i = n_argv; i < n_files; i++)
-		free(files[i]);
+	cli_inputs_free(&in);
+	free(formats);
 	hs_key_free(key);
 	hs_ctx_free(ctx);
 	free(files);

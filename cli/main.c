@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "azure_args.h"
 #include "cli.h"
 
 static int cmd_help_markdown(const struct cli_cmd *cmd, int argc, char **argv);
@@ -27,10 +28,20 @@ static const struct cli_cmd commands[] = {
          "Writes the PKCS#7 SignedData embedded in FILE as DER (or PEM with --pem) to\n"
          "OUT, or to standard output.",
          cli_extract_opts},
-        {"digest", cli_cmd_digest, "[-fd ALG] FILE", "print a file's Authenticode digest",
+        {"digest", cli_cmd_digest, "[-fd ALG] [-o FILE.req --cert CHAIN] FILE",
+         "print a file's Authenticode digest, or write a signing request",
          "Prints the Authenticode digest of FILE in hex: the value a signature over it\n"
-         "would carry.",
+         "would carry. With -o and --cert, writes a signing request instead: the digest a\n"
+         "key must sign, for 'hsmsign attach' to finish (docs/cli.md \"Two-step signing\").",
          cli_digest_opts},
+        {"attach", cli_cmd_attach, "--signature SIG [--request FILE.req] [-o OUT] FILE",
+         "finish two-step signing with a signature made elsewhere",
+         "Embeds a signature made outside hsmsign: a raw signature over the digest in a\n"
+         "signing request ('hsmsign digest FILE -o FILE.req --cert CHAIN'), or a whole\n"
+         "PKCS#7 extracted from a file with the same content. The signature is checked\n"
+         "against the certificate and the file's current digest before anything is\n"
+         "written; the file is rewritten atomically.",
+         cli_attach_opts},
         {"timestamp", cli_cmd_timestamp, "-tr URL [-tr URL...] [--index N] [-o OUT] FILE...",
          "add or replace the timestamp of signed files",
          "Asks the timestamp servers (in order, failing over) to countersign the existing\n"
@@ -45,6 +56,13 @@ static const struct cli_cmd commands[] = {
          "tokens show private keys only after login: give --pin (and --uri to select\n"
          "the token when there are several).",
          cli_pkcs11_opts},
+        {"gcp", cli_cmd_gcp, "attestation KEYVERSION [-o FILE] [--roots FILE] [credentials]",
+         "download and check the Cloud HSM attestation of a Cloud KMS key",
+         "Fetches the attestation of a Google Cloud KMS key version (HSM protection\n"
+         "level), verifies each of its certificate chains (to --roots when given) and\n"
+         "saves the attestation statement with -o, for the CA that asks for it.\n"
+         "KEYVERSION is projects/.../cryptoKeys/K[/cryptoKeyVersions/N].",
+         cli_gcp_opts},
         {"catalog", cli_cmd_catalog, "create -o OUT.cat [-fd sha256|sha1] FILE...",
          "make an unsigned catalog (.cat) listing files",
          "Writes a catalog listing each FILE by its Authenticode digest (the hash of the\n"
@@ -52,6 +70,23 @@ static const struct cli_cmd commands[] = {
          "need. Sign it with 'hsmsign sign OUT.cat'; check files against it with\n"
          "'hsmsign verify --catalog OUT.cat FILE...'.",
          cli_catalog_opts},
+        {"vault", cli_cmd_vault, "csr|merge|show|role -kvu URL --name NAME [options] [FILE...]",
+         "create a Key Vault certificate from a CSR, merge, show; print the role",
+         "csr: creates the certificate NAME with issuer \"Unknown\" (the key is made in the\n"
+         "vault, non-exportable, codeSigning EKU) and writes the CSR for the CA.\n"
+         "merge FILE...: merges the CA's certificates (PEM, DER or PKCS#7, any order)\n"
+         "after checking that the leaf's key is the pending CSR's. show: subject, issuer,\n"
+         "validity, key, EKUs, kid and chain. role: the minimal custom role and the az\n"
+         "commands to create and assign it and to federate a GitHub repository.",
+         cli_vault_opts},
+        {"doctor", cli_cmd_doctor, "-kvu URL --name NAME [auth options] [-tr URL...]",
+         "check everything signing with a vault certificate needs",
+         "Checks the credential (which source, whether it yields a token), that the vault\n"
+         "answers, the certificate (validity, days left, codeSigning EKU, HSM key, chain),\n"
+         "the clock against the vault's, one test signature (costs one sign transaction)\n"
+         "verified against the certificate, and that each -tr timestamp server answers.\n"
+         "Ends with a checklist of fixes; exits 1 when a check failed.",
+         cli_doctor_opts},
         {"help-markdown", cmd_help_markdown, "", "print the command reference as Markdown",
          "Prints the reference for every command in Markdown (source of docs/cli.md).", no_opts},
 };

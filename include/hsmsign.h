@@ -109,6 +109,12 @@ void hs_key_free(struct hs_key *key);
 const char *hs_key_subject(const struct hs_key *key);
 /* Name of the provider ("file", ...); static string. */
 const char *hs_key_provider_name(const struct hs_key *key);
+/* The key's name in its store (a Key Vault key URL), or "sha1:<thumbprint>"
+ * of the signing certificate; borrowed from the key. */
+const char *hs_key_id(const struct hs_key *key);
+/* Requests sent to the key's remote service so far (retries included);
+ * 0 for local keys. */
+unsigned long hs_key_requests(const struct hs_key *key);
 
 /*
  * Azure Key Vault and Managed HSM keys. The private key never leaves the
@@ -148,6 +154,10 @@ struct hs_azure_key_opts {
 	long timeout_ms;      /* per request, default 30000 */
 	long max_total_ms;    /* per call with retries, default 120000 */
 	long backoff_base_ms; /* default 1000 */
+	/* Client-side limit on vault requests per second, shared by all
+	 * threads signing with the key: 0 derives it from the documented
+	 * service limits for the key type (docs/cli.md); < 0: no limit. */
+	double rate_limit;
 };
 #define HS_AZURE_API_VERSION "2025-07-01"
 #define HS_AZURE_KEY_OPTS_INIT                                                                     \
@@ -161,6 +171,250 @@ struct hs_azure_key_opts {
  * own copies when this returns. *out is freed with hs_key_free(). */
 int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out,
                       const struct hs_azure_key_opts *opts);
+
+/*
+ * Key Vault certificate administration (`hsmsign vault`, `doctor`). `conn`
+ * names the vault, the certificate and the credentials exactly as for
+ * hs_key_open_azure(); nothing else in it is used.
+ */
+struct hs_vault_csr_opts {
+	const char *subject;  /* "CN=Contoso Ltd, O=Contoso Ltd, C=US" */
+	const char *key_type; /* RSA-HSM (default), RSA, EC-HSM, EC */
+	int key_size;         /* RSA: 2048, 3072 (default) or 4096 */
+	const char *curve;    /* EC: P-256 (default), P-384, P-521 */
+	int validity_months;  /* 0: 12 */
+	int cancel_pending;   /* 1: cancel and delete a pending request first */
+};
+#define HS_VAULT_CSR_OPTS_INIT                                                                     \
+	{                                                                                          \
+		NULL, NULL, 0, NULL, 0, 0                                                          \
+	}
+
+/* Creates the certificate with issuer "Unknown" (the CA is outside Azure):
+ * a non-exportable key, codeSigning EKU, digitalSignature key usage. *csr_pem
+ * (freed with hs_free()) receives the CSR for the CA as PEM. HS_ERR_INVALID
+ * when a request is already pending and cancel_pending is 0. */
+int hs_vault_csr(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
+                 const struct hs_vault_csr_opts *opts, char **csr_pem);
+
+/* Merges the CA's answer into the pending request. files (NULL-terminated)
+ * hold certificates as PEM, DER or PKCS#7, in any order: the one whose
+ * public key is the CSR's is the leaf, the rest are sorted into its chain.
+ * HS_ERR_INVALID (nothing sent) when no certificate matches the CSR. */
+int hs_vault_merge(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
+                   const char *const *files);
+
+/* Cancels and deletes the pending request of conn->certificate. */
+int hs_vault_cancel_pending(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn);
+
+struct hs_vault_cert_info {
+	char *subject, *issuer, *serial; /* one line each; serial in hex */
+	char *not_before, *not_after;    /* "2026-01-31T12:00:00Z" */
+	long days_left;                  /* negative once expired */
+	int valid_now;                   /* 1: inside its validity period */
+	char *key_type;                  /* "RSA-HSM 3072", "EC P-256", ... */
+	int hsm;                         /* 1: the key lives in an HSM */
+	int exportable;                  /* 1: the key may leave the vault */
+	char *ekus;                      /* "codeSigning, ..." or "(none: any use)" */
+	int code_signing;                /* 1: EKU codeSigning present */
+	char *kid;                       /* versioned key id */
+	/* Chain as the vault (and AIA) give it: complete when it ends at a root
+	 * trusted by ca_file (or the system store). */
+	int chain_complete;
+	char *chain;                   /* "leaf <- Intermediate CA <- Root CA" or why incomplete */
+	long long server_time;         /* the vault's Date header (Unix time), 0 unknown */
+	const char *credential_source; /* static: which source gave the token */
+};
+
+/* Reads conn->certificate from the vault (and missing intermediates via
+ * AIA unless conn->no_aia). roots: PEM roots for the chain check, or NULL
+ * for the system store. *out is freed with hs_vault_cert_info_free(). */
+int hs_vault_show(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn, const char *roots,
+                  struct hs_vault_cert_info **out);
+void hs_vault_cert_info_free(struct hs_vault_cert_info *info);
+
+/*
+ * AWS KMS keys (docs/providers.md). The certificate comes from a file; one
+ * GetPublicKey per run checks it belongs to the key, then one Sign
+ * (MessageType DIGEST, SigV4-signed) per file. Credentials come from the
+ * standard AWS chain: AWS_ACCESS_KEY_ID/..., the shared credentials and
+ * config files (profiles), AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN,
+ * GitHub Actions OIDC + AWS_ROLE_ARN, the ECS/EKS container endpoint and
+ * EC2 IMDSv2. Endpoints follow AWS_ENDPOINT_URL_KMS / _STS and
+ * AWS_EC2_METADATA_SERVICE_ENDPOINT.
+ */
+struct hs_aws_kms_key_opts {
+	const char *key_id;             /* key id, alias/NAME or ARN */
+	const char *cert_file;          /* signing certificate (PEM/DER, may hold the chain) */
+	const char *const *extra_certs; /* more chain files, NULL-terminated, or NULL */
+	const char *region;   /* NULL: the ARN's, AWS_REGION, AWS_DEFAULT_REGION, profile */
+	const char *profile;  /* NULL: the credential chain; else only this profile */
+	const char *endpoint; /* NULL: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL, regional */
+	const char *ca_file;  /* extra trusted TLS roots (PEM) */
+	int max_retries;      /* 0: default 6; -1: none */
+	long timeout_ms;      /* per request, default 30000 */
+	long max_total_ms;    /* per call with retries, default 120000 */
+	long backoff_base_ms; /* default 1000 */
+};
+#define HS_AWS_KMS_KEY_OPTS_INIT                                                                   \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0                               \
+	}
+
+/* Opens a key held in AWS KMS. *out is freed with hs_key_free(). */
+int hs_key_open_aws_kms(struct hs_ctx *ctx, struct hs_key **out,
+                        const struct hs_aws_kms_key_opts *opts);
+
+/*
+ * Google Cloud KMS keys (docs/providers.md). The certificate comes from a
+ * file; per run one lookup of the key version (unless given) and its public
+ * key, then one asymmetricSign per file with CRC32C checked both ways.
+ * Credentials: access_token, else GOOGLE_OAUTH_ACCESS_TOKEN, else GitHub
+ * Actions OIDC through workload_provider, else the credentials file
+ * (service-account key or external_account), else the metadata server.
+ */
+struct hs_gcp_kms_key_opts {
+	/* projects/P/locations/L/keyRings/R/cryptoKeys/K[/cryptoKeyVersions/N];
+	 * without a version: the newest enabled one */
+	const char *key;
+	const char *cert_file;          /* signing certificate (PEM/DER, may hold the chain) */
+	const char *const *extra_certs; /* more chain files, NULL-terminated, or NULL */
+	const char *access_token;       /* borrowed, secret; copied into wiped memory */
+	const char *credentials_file;   /* NULL: GOOGLE_APPLICATION_CREDENTIALS */
+	/* projects/N/locations/global/workloadIdentityPools/P/providers/X */
+	const char *workload_provider;
+	const char *service_account; /* impersonated after the WIF exchange, or NULL */
+	const char *endpoint; /* NULL: CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS or Google's */
+	const char *ca_file;  /* extra trusted TLS roots (PEM) */
+	int max_retries;      /* 0: default 6; -1: none */
+	long timeout_ms;      /* per request, default 30000 */
+	long max_total_ms;    /* per call with retries, default 120000 */
+	long backoff_base_ms; /* default 1000 */
+};
+#define HS_GCP_KMS_KEY_OPTS_INIT                                                                   \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0                   \
+	}
+
+/* Opens a key held in Google Cloud KMS. *out is freed with hs_key_free(). */
+int hs_key_open_gcp_kms(struct hs_ctx *ctx, struct hs_key **out,
+                        const struct hs_gcp_kms_key_opts *opts);
+
+/* One certificate chain of a Cloud HSM attestation, as checked. */
+struct hs_gcp_attestation_chain {
+	char *name;      /* "caviumCerts", "googleCardCerts", "googlePartitionCerts" */
+	size_t count;    /* certificates in it */
+	char *leaf;      /* subject of its end certificate, one line */
+	char *root;      /* subject of the root it verified to, one line */
+	int root_pinned; /* 1: the root came from roots_file; 0: from the chain itself */
+};
+
+struct hs_gcp_attestation {
+	char *version; /* the key version attested (projects/.../cryptoKeyVersions/N) */
+	char *format;  /* "CAVIUM_V2_COMPRESSED", ... */
+	char *protection_level;
+	size_t content_len; /* bytes of the attestation statement (as served: gzip) */
+	size_t n_chains;
+	struct hs_gcp_attestation_chain *chains;
+};
+
+/*
+ * Downloads the HSM attestation of a key version (opts->key, credentials
+ * and endpoint as for hs_key_open_gcp_kms; no certificate needed) and
+ * checks each certificate chain: every chain must verify from its end
+ * certificate to a root, which is one of roots_file (PEM) when given, else
+ * the chain's own self-signed certificate (consistency only). Writes the
+ * attestation statement to output (atomically) when output is not NULL.
+ * HS_ERR_UNSUPPORTED for keys that are not HSM-protected; HS_ERR_CRYPTO
+ * when a chain does not verify. *out is freed with
+ * hs_gcp_attestation_free().
+ */
+int hs_gcp_kms_attestation(struct hs_ctx *ctx, const struct hs_gcp_kms_key_opts *opts,
+                           const char *roots_file, const char *output,
+                           struct hs_gcp_attestation **out);
+void hs_gcp_attestation_free(struct hs_gcp_attestation *att);
+
+/*
+ * HashiCorp Vault transit keys (docs/providers.md). The certificate comes
+ * from a file; one GET of the key per run checks it, then one prehashed
+ * sign per file (RSA PKCS#1 v1.5 or DER ECDSA). Token: `token`, else
+ * VAULT_TOKEN, else an AppRole login (role_id + secret_id), else a JWT
+ * login with the GitHub Actions OIDC token (jwt_role), else ~/.vault-token.
+ */
+struct hs_vault_transit_key_opts {
+	const char *addr;               /* NULL: VAULT_ADDR */
+	const char *key;                /* transit key name */
+	const char *mount;              /* NULL: "transit" */
+	long key_version;               /* 0: the latest at open time */
+	const char *vault_namespace;    /* NULL: VAULT_NAMESPACE (Enterprise) */
+	const char *cert_file;          /* signing certificate (PEM/DER, may hold the chain) */
+	const char *const *extra_certs; /* more chain files, NULL-terminated, or NULL */
+	const char *token;              /* borrowed, secret */
+	const char *role_id;            /* AppRole */
+	const char *secret_id;          /* AppRole; borrowed, secret */
+	const char *jwt_role;           /* JWT/OIDC auth role (GitHub Actions) */
+	const char *jwt_audience;       /* audience asked of GitHub, or NULL */
+	const char *auth_mount;         /* NULL: "approle" or "jwt" */
+	const char *ca_file;            /* NULL: VAULT_CACERT */
+	int max_retries;                /* 0: default 6; -1: none */
+	long timeout_ms;                /* per request, default 30000 */
+	long max_total_ms;              /* per call with retries, default 120000 */
+	long backoff_base_ms;           /* default 1000 */
+};
+#define HS_VAULT_TRANSIT_KEY_OPTS_INIT                                                             \
+	{                                                                                          \
+		NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,   \
+		        0, 0, 0, 0                                                                 \
+	}
+
+/* Opens a key held in a Vault transit engine. *out is freed with
+ * hs_key_free(). */
+int hs_key_open_vault_transit(struct hs_ctx *ctx, struct hs_key **out,
+                              const struct hs_vault_transit_key_opts *opts);
+
+/*
+ * Azure Trusted Signing (Artifact Signing) certificate profiles
+ * (docs/providers.md). The service holds the key and issues the
+ * certificate (valid about 3 days): opening the key makes one sign request
+ * to learn the chain; each file then costs one sign request, polled until
+ * it finishes. Credentials are the Key Vault ones (struct
+ * hs_azure_key_opts), for scope https://codesigning.azure.net/.default.
+ * Timestamp these signatures (the CLI uses Microsoft's TSA unless -tr/-t
+ * is given).
+ */
+struct hs_trusted_signing_key_opts {
+	const char *endpoint;    /* https://weu.codesigning.azure.net (REGION) */
+	const char *account;     /* code signing account */
+	const char *profile;     /* certificate profile */
+	const char *api_version; /* NULL: HS_TRUSTED_SIGNING_API_VERSION */
+	long poll_timeout_ms;    /* 0: 60000 */
+	/* Credentials, as in hs_azure_key_opts; secrets borrowed. */
+	const char *credential;
+	const char *access_token;
+	const char *tenant_id;
+	const char *client_id;
+	const char *client_secret;
+	const char *client_cert_path;
+	const char *client_cert_password;
+	const char *authority;
+	const char *ca_file;  /* extra trusted TLS roots (PEM) */
+	int max_retries;      /* 0: default 6; -1: none */
+	long timeout_ms;      /* per request, default 30000 */
+	long max_total_ms;    /* per call with retries, default 120000 */
+	long backoff_base_ms; /* default 1000 */
+};
+#define HS_TRUSTED_SIGNING_API_VERSION "2022-06-15-preview"
+#define HS_TRUSTED_SIGNING_TSA         "http://timestamp.acs.microsoft.com"
+#define HS_TRUSTED_SIGNING_KEY_OPTS_INIT                                                           \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,   \
+		        0, 0, 0, 0                                                                 \
+	}
+
+/* Opens a Trusted Signing certificate profile as a key. *out is freed
+ * with hs_key_free(). */
+int hs_key_open_trusted_signing(struct hs_ctx *ctx, struct hs_key **out,
+                                const struct hs_trusted_signing_key_opts *opts);
 
 /*
  * Timestamps (RFC 3161 or legacy Authenticode). A timestamp authority (TSA)
@@ -185,10 +439,13 @@ struct hs_timestamp_opts {
 	long max_total_ms;    /* per TSA URL with retries; 0: 60000 */
 	long backoff_base_ms; /* 0: 1000 */
 	const char *ca_file;  /* extra trusted TLS roots for https TSAs, or NULL */
+	/* Most requests per second to each TSA URL, shared by every thread of
+	 * the process (batch signing); 0: no limit. */
+	double rate_limit;
 };
 #define HS_TIMESTAMP_OPTS_INIT                                                                     \
 	{                                                                                          \
-		NULL, NULL, 0, 0, 0, 0, 0, 0, NULL                                                 \
+		NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, 0                                              \
 	}
 
 /*
@@ -282,6 +539,17 @@ struct hs_sign_opts {
 	/* Scripts without a byte order mark: how their bytes are decoded
 	 * (HS_TEXT_AUTO: by file type, see enum hs_text_encoding). */
 	enum hs_text_encoding script_encoding;
+	/* 1: when the file is already signed, keep its signature and nest the
+	 * new one(s) in it (1.3.6.1.4.1.311.2.4.1) instead of replacing it;
+	 * an unsigned file is signed as usual. Not for catalogs. */
+	int append;
+	/* More signatures nested in the new one, one per digest (dual signing:
+	 * digest sha1 with {HS_DIGEST_SHA256, 0}); 0-terminated, or NULL. Each
+	 * gets its own page hashes and timestamp as the options say. */
+	const enum hs_digest *nested_digests;
+	/* 1: replace an existing signature of a format that keeps it unless
+	 * told (NuGet); other formats replace theirs anyway. */
+	int replace;
 };
 #define HS_SIGN_OPTS_INIT                                                                          \
 	{                                                                                          \
@@ -296,6 +564,71 @@ enum hs_sign_outcome {
 /* Signs one file. *outcome (may be NULL) says whether it was skipped. */
 int hs_sign_file(struct hs_ctx *ctx, struct hs_key *key, const char *path,
                  const struct hs_sign_opts *opts, enum hs_sign_outcome *outcome);
+
+/* Detects and parses a file as hs_sign_file() would, without signing:
+ * *format is a static name ("pe", "msi", ...). */
+int hs_file_format(struct hs_ctx *ctx, const char *path, const char **format);
+
+/*
+ * Batch signing: many files with one key, up to `jobs` at once on worker
+ * threads (each with its own context). Hashing runs in parallel, and a
+ * remote key has up to `jobs` sign requests in flight. Every file is
+ * signed atomically as by hs_sign_file(): when the batch stops (a failure
+ * without continue_on_error, or *cancel set), files in flight finish and
+ * no new one starts; none is ever left partly written.
+ */
+enum hs_batch_state {
+	HS_BATCH_NOT_STARTED = 0, /* stopped or cancelled before this file */
+	HS_BATCH_SIGNED = 1,
+	HS_BATCH_SKIPPED = 2, /* already signed and skip_signed was set */
+	HS_BATCH_FAILED = 3,
+};
+
+struct hs_batch_item {
+	const char *path;   /* in: borrowed */
+	const char *output; /* in: where to write; NULL: in place */
+	/* Out, filled by hs_batch_sign(): */
+	enum hs_batch_state state;
+	int error;       /* HS_ERR_* when FAILED */
+	char *message;   /* one line when FAILED; freed by hs_batch_items_clear() */
+	double seconds;  /* wall time spent on this file */
+	int have_sha256; /* 1: the two hashes below are set (opts.file_hashes) */
+	uint8_t sha256_before[32], sha256_after[32];
+	/* RFC 3161 timestamp of the new signature (opts.file_hashes and a
+	 * timestamp requested): "2025-01-31T12:00:00Z" and the TSA's subject;
+	 * empty strings when there is none. */
+	char timestamp_time[24];
+	char tsa_subject[256];
+};
+
+/* Called once per finished file, never concurrently; `done` counts the
+ * finished files including this one. */
+typedef void (*hs_batch_fn)(const struct hs_batch_item *item, size_t done, size_t total,
+                            void *userdata);
+
+struct hs_batch_opts {
+	int jobs;              /* files in flight; <= 0: the number of CPUs */
+	int continue_on_error; /* 1: a failure does not stop the batch */
+	int file_hashes;       /* 1: SHA-256 of each file before and after */
+	/* Set to nonzero (e.g. by a SIGINT handler) to stop starting files. */
+	const volatile int *cancel;
+	hs_batch_fn on_done;
+	void *userdata;
+	hs_log_fn log; /* log callback of the worker contexts, or NULL */
+	void *log_userdata;
+};
+#define HS_BATCH_OPTS_INIT                                                                         \
+	{                                                                                          \
+		0, 0, 0, NULL, NULL, NULL, NULL, NULL                                              \
+	}
+
+/* Signs items[0..n). Returns 0 when the batch ran (each item says how its
+ * file fared), or a negative error when it could not start (threads,
+ * memory). ctx gets the message of such an error only. */
+int hs_batch_sign(struct hs_ctx *ctx, struct hs_key *key, struct hs_batch_item *items, size_t n,
+                  const struct hs_sign_opts *sign, const struct hs_batch_opts *opts);
+/* Frees what hs_batch_sign() stored in the items (not the items). */
+void hs_batch_items_clear(struct hs_batch_item *items, size_t n);
 
 /* Verification. */
 enum hs_verify_status {
@@ -389,6 +722,39 @@ int hs_remove_signature(struct hs_ctx *ctx, const char *path, const char *output
 /* Copies the DER PKCS#7 ContentInfo embedded in a file into *out (freed
  * with hs_free()). HS_ERR_NOTFOUND when the file is not signed. */
 int hs_extract_signature(struct hs_ctx *ctx, const char *path, uint8_t **out, size_t *out_len);
+
+/* Nested signatures: index 0 is the primary signature (removing it removes
+ * every signature; extracting it gives the whole PKCS#7), 1.. the nested
+ * ones in file order. HS_ERR_NOTFOUND when there is no such signature. */
+int hs_remove_signature_index(struct hs_ctx *ctx, const char *path, unsigned index,
+                              const char *output);
+int hs_extract_signature_index(struct hs_ctx *ctx, const char *path, unsigned index, uint8_t **out,
+                               size_t *out_len);
+
+/*
+ * Two-step signing (docs/cli.md "Two-step signing"). hs_request_create()
+ * writes request_path (JSON): the digest a key must sign for path signed
+ * with opts (digest, description, page hashes, MSI pre-hash, script
+ * encoding; one signature, no nesting) by the certificate chain in
+ * cert_file (PEM, signer first). hs_attach_signature() finishes path
+ * (atomically, to opts->output or in place; opts->timestamp applies):
+ * with request_path, sig is the raw signature over the request's digest
+ * (RSA PKCS#1 v1.5 or DER ECDSA), refused unless the file and options
+ * still give that digest and the signature matches the certificate; with
+ * request_path NULL, sig is a whole DER PKCS#7 (from hs_extract_signature()
+ * of a file with the same content), refused unless its file digest matches.
+ * Either way nothing is written on refusal. With RSA the result is
+ * byte-identical to hs_sign_file() with the same key and options.
+ */
+int hs_request_create(struct hs_ctx *ctx, const char *path, const char *cert_file,
+                      const struct hs_sign_opts *opts, const char *request_path);
+int hs_attach_signature(struct hs_ctx *ctx, const char *path, const char *request_path,
+                        const uint8_t *sig, size_t sig_len, const struct hs_sign_opts *opts);
+/* Signs a request's digest with key (any provider), whose certificate must
+ * be the request's signer: *out (freed with hs_free()) receives the raw
+ * signature that hs_attach_signature() takes. */
+int hs_request_sign(struct hs_ctx *ctx, struct hs_key *key, const char *request_path, uint8_t **out,
+                    size_t *out_len);
 
 /* Computes the Authenticode digest of a file (signed or not) as a signer
  * would: *out (freed with hs_free()) receives *out_len bytes. */

@@ -63,8 +63,8 @@ int hs_spc_opus_info_build(struct hs_ctx *ctx, struct hs_buf *out, const char *d
 
 /* What verify needs from a parsed SpcIndirectDataContent. */
 struct hs_spc_indirect {
-	int digest_nid;                  /* file digest algorithm */
-	uint8_t digest[EVP_MAX_MD_SIZE]; /* file digest as signed */
+	int digest_nid;      /* file digest algorithm */
+	uint8_t digest[512]; /* file digest as signed (APPX: a blob of hashes) */
 	size_t digest_len;
 	char data_type[64];        /* dotted OID of data.type */
 	struct hs_buf page_hashes; /* raw table, empty if none */

@@ -7,35 +7,63 @@
 #include <string.h>
 
 #include "asn1.h"
+#include "cms.h"
 #include "formats/format.h"
+#include "keys/provider.h"
+#include "nest.h"
 #include "pkcs7.h"
+#include "sign.h"
 #include "timestamp.h"
 
 /* Page hashes use SHA-1 (V1) with SHA-1 signatures, SHA-256 (V2) else. */
-static int page_hash_nid(const struct hs_sign_opts *opts)
+static int page_hash_nid(const struct hs_sign_opts *opts, enum hs_digest digest)
 {
 	if (!opts->page_hashes)
 		return 0;
-	return opts->digest == HS_DIGEST_SHA1 ? NID_sha1 : NID_sha256;
+	return digest == HS_DIGEST_SHA1 ? NID_sha1 : NID_sha256;
 }
 
-/* Digest (copying into out), sign, embed. */
-static int sign_doc(struct hs_ctx *ctx, struct hs_key *key, struct hs_doc *doc,
-                    const struct hs_sign_opts *opts, struct hs_out *out)
+/* A plain CMS signature over the format's content (NuGet), with an RFC 3161
+ * timestamp in the standard attribute. */
+static int sign_cms(struct hs_ctx *ctx, struct hs_key *key, const struct hs_sign_opts *opts,
+                    const EVP_MD *md, const struct hs_indirect *ind, struct hs_buf *p7)
 {
-	struct hs_digest_params params = {.md = hs_digest_md(opts->digest),
-	                                  .page_hash_nid = page_hash_nid(opts),
+	struct hs_buf unstamped = {0};
+	int r;
+
+	if (!hs_ts_wanted(&opts->timestamp))
+		return hs_cms_sign(ctx, key, md, ind->content_der.data, ind->content_der.len, p7);
+	if ((r = hs_cms_sign(ctx, key, md, ind->content_der.data, ind->content_der.len,
+	                     &unstamped)) == 0)
+		r = hs_cms_timestamp(ctx, &opts->timestamp, unstamped.data, unstamped.len, p7);
+	hs_buf_free(&unstamped);
+	return r;
+}
+
+/* One signature: digest pass, SignedData, timestamp (sign.h). */
+int hs_sign_one(struct hs_ctx *ctx, struct hs_key *key, struct hs_doc *doc,
+                const struct hs_sign_opts *opts, enum hs_digest digest, struct hs_out *copy,
+                struct hs_buf *p7)
+{
+	struct hs_digest_params params = {.md = hs_digest_md(digest),
+	                                  .page_hash_nid = page_hash_nid(opts, digest),
 	                                  .msi_dse = opts->msi_dse};
 	struct hs_indirect ind = {0};
-	struct hs_buf spc = {0}, p7 = {0}, stamped = {0};
+	struct hs_buf spc = {0}, stamped = {0};
 	struct hs_p7_params p7p;
 	int r;
 
 	params.text_encoding = (int)opts->script_encoding;
-	if ((r = doc->format->digest(ctx, doc->state, &params, &ind, out)) < 0)
+	if ((r = doc->format->digest(ctx, doc->state, &params, &ind, copy)) < 0)
 		goto out;
+	if (ind.md != NULL) /* the format decides (APPX: the block map's) */
+		params.md = ind.md;
 	hs_log(ctx, HS_LOG_DEBUG, "%s: %s Authenticode digest computed", doc->in.path,
-	       hs_digest_name(opts->digest));
+	       EVP_MD_get0_name(params.md));
+	if (doc->format->plain_cms) { /* NuGet: CMS, not Authenticode */
+		r = sign_cms(ctx, key, opts, params.md, &ind, p7);
+		goto out;
+	}
 	/* A format with content of its own (catalog CTL) has it signed as is. */
 	if (ind.content_oid == NULL &&
 	    (r = hs_spc_indirect_build(ctx, &spc, ind.data_der.data, ind.data_der.len, params.md,
@@ -48,21 +76,107 @@ static int sign_doc(struct hs_ctx *ctx, struct hs_key *key, struct hs_doc *doc,
 		p7p.spc_len = ind.content_der.len;
 		p7p.content_oid = ind.content_oid;
 	}
-	if ((r = hs_p7_sign(ctx, key, &p7p, &p7)) < 0)
+	if ((r = hs_p7_sign(ctx, key, &p7p, p7)) < 0)
 		goto out;
 	if (hs_ts_wanted(&opts->timestamp)) {
-		if ((r = hs_ts_stamp_der(ctx, &opts->timestamp, p7.data, p7.len, 0, &stamped)) < 0)
+		if ((r = hs_ts_stamp_der(ctx, &opts->timestamp, p7->data, p7->len, 0, &stamped)) <
+		    0)
 			goto out;
-		hs_buf_free(&p7);
-		p7 = stamped;
+		hs_buf_free(p7);
+		*p7 = stamped;
 		stamped = (struct hs_buf){0};
 	}
-	r = doc->format->embed(ctx, doc->state, p7.data, p7.len, out);
 out:
 	hs_indirect_free(&ind);
 	hs_buf_free(&spc);
-	hs_buf_free(&p7);
 	hs_buf_free(&stamped);
+	return r;
+}
+
+/* What one run writes: the primary signature (kept from the file when
+ * appending) and the digests of the signatures to nest in it. */
+struct sign_plan {
+	struct hs_buf primary; /* the existing PKCS#7 when appending */
+	const EVP_MD *primary_md;
+	enum hs_digest nested[HS_NEST_MAX];
+	size_t n_nested;
+};
+
+static int plan_add(struct hs_ctx *ctx, struct sign_plan *plan, enum hs_digest digest)
+{
+	if (plan->n_nested == HS_NEST_MAX)
+		return hs_error_set(ctx, HS_ERR_INVALID, "more than %d nested signatures",
+		                    HS_NEST_MAX);
+	plan->nested[plan->n_nested++] = digest;
+	return 0;
+}
+
+/* Decides what to sign and checks that the format allows the nesting. */
+static int plan_make(struct hs_ctx *ctx, struct hs_doc *doc, const struct hs_sign_opts *opts,
+                     struct sign_plan *plan)
+{
+	struct hs_digest_params primary = {.md = hs_digest_md(opts->digest),
+	                                   .msi_dse = opts->msi_dse};
+	int r;
+
+	if (opts->append && doc->format->is_signed(doc->state)) {
+		if ((r = doc->format->extract(ctx, doc->state, &plan->primary)) < 0 ||
+		    (r = hs_nest_primary_md(ctx, plan->primary.data, plan->primary.len,
+		                            &primary.md)) < 0 ||
+		    (r = plan_add(ctx, plan, opts->digest)) < 0)
+			return r;
+		primary.msi_dse = 0;
+	}
+	plan->primary_md = primary.md;
+	for (size_t i = 0; opts->nested_digests != NULL && opts->nested_digests[i] != 0; i++) {
+		if (hs_digest_md(opts->nested_digests[i]) == NULL)
+			return hs_error_set(ctx, HS_ERR_INVALID, "unsupported digest algorithm");
+		if ((r = plan_add(ctx, plan, opts->nested_digests[i])) < 0)
+			return r;
+	}
+	for (size_t i = 0; doc->format->check_nesting != NULL && i < plan->n_nested; i++)
+		if ((r = doc->format->check_nesting(ctx, doc->state, &primary,
+		                                    hs_digest_md(plan->nested[i]))) < 0)
+			return r;
+	return 0;
+}
+
+/* Nested signatures first (digest passes without copying), then the pass
+ * that copies the file into out, whose state embed() uses. */
+static int sign_doc(struct hs_ctx *ctx, struct hs_key *key, struct hs_doc *doc,
+                    const struct hs_sign_opts *opts, struct hs_out *out)
+{
+	struct sign_plan plan = {0};
+	struct hs_buf nested[HS_NEST_MAX] = {0}, primary = {0}, final = {0};
+	const struct hs_buf *result = &primary;
+	size_t n = 0;
+	int r;
+
+	if ((r = plan_make(ctx, doc, opts, &plan)) < 0)
+		goto out;
+	for (n = 0; n < plan.n_nested; n++)
+		if ((r = hs_sign_one(ctx, key, doc, opts, plan.nested[n], NULL, &nested[n])) < 0)
+			goto out;
+	if (plan.primary.len > 0)
+		r = hs_doc_copy_unsigned(ctx, doc, plan.primary_md, out);
+	else
+		r = hs_sign_one(ctx, key, doc, opts, opts->digest, out, &primary);
+	if (r < 0)
+		goto out;
+	if (plan.primary.len > 0)
+		result = &plan.primary;
+	if (n > 0) {
+		if ((r = hs_nest_add(ctx, result->data, result->len, nested, n, &final)) < 0)
+			goto out;
+		result = &final;
+	}
+	r = doc->format->embed(ctx, doc->state, result->data, result->len, out);
+out:
+	for (size_t i = 0; i < HS_NEST_MAX; i++)
+		hs_buf_free(&nested[i]);
+	hs_buf_free(&plan.primary);
+	hs_buf_free(&primary);
+	hs_buf_free(&final);
 	return r;
 }
 
@@ -92,6 +206,14 @@ int hs_sign_file(struct hs_ctx *ctx, struct hs_key *key, const char *path,
 			*outcome = HS_SIGN_SKIPPED;
 		goto out;
 	}
+	if (doc.format->replace_explicit && doc.format->is_signed(doc.state) && !opts->replace) {
+		r = hs_error_set(ctx, HS_ERR_INVALID,
+		                 "%s: already signed; --replace replaces its signature", path);
+		goto out;
+	}
+	if (doc.format->check_signer != NULL &&
+	    (r = doc.format->check_signer(ctx, doc.state, hs_key_signer(key))) < 0)
+		goto out;
 	if ((r = hs_out_open(ctx, &out, opts->output ? opts->output : path, doc.in.mode)) < 0)
 		goto out;
 	if ((r = sign_doc(ctx, key, &doc, opts, &out)) < 0)

@@ -20,10 +20,13 @@
 #include <openssl/x509.h>
 
 #include "asn1.h"
+#include "cms.h"
 #include "core/codec.h"
 #include "core/file.h"
 #include "core/http.h"
+#include "core/ratelimit.h"
 #include "formats/format.h"
+#include "nest.h"
 #include "timestamp.h"
 
 /* One timestamping attempt over the configured TSAs. */
@@ -76,6 +79,8 @@ static int ts_post(struct ts_run *run, const char *url, const char *ctype, const
 	                              .allow_plain_http = true}; /* the reply is signed */
 	int r;
 
+	/* Each TSA has its own limit, separate from the vault's. */
+	req.rate_limit = hs_ratelimit_shared(url, run->opts->rate_limit);
 	snprintf(content_type, sizeof(content_type), "Content-Type: %s", ctype);
 	if ((r = hs_http_send(run->ctx, run->http, &req, resp)) < 0)
 		return r;
@@ -624,17 +629,17 @@ out:
 }
 
 /* Copies the file without its signature into out (one streaming pass, as
- * signing does) and embeds the new PKCS#7. */
+ * signing does) and embeds the new PKCS#7. The copy uses the primary's
+ * digest, so that an MSI pre-hash (MsiDigitalSignatureEx) stays the same. */
 static int ts_rewrite(struct hs_ctx *ctx, struct hs_doc *doc, const struct hs_buf *p7,
                       struct hs_out *out)
 {
-	struct hs_digest_params params = {.md = EVP_sha256()};
-	struct hs_indirect ind = {0};
+	const EVP_MD *md;
 	int r;
 
-	if ((r = doc->format->digest(ctx, doc->state, &params, &ind, out)) == 0)
+	if ((r = hs_nest_primary_md(ctx, p7->data, p7->len, &md)) == 0 &&
+	    (r = hs_doc_copy_unsigned(ctx, doc, md, out)) == 0)
 		r = doc->format->embed(ctx, doc->state, p7->data, p7->len, out);
-	hs_indirect_free(&ind);
 	return r;
 }
 
@@ -654,8 +659,15 @@ int hs_timestamp_file(struct hs_ctx *ctx, const char *path, const struct hs_time
 		r = hs_error_set(ctx, HS_ERR_NOTFOUND, "%s: not signed", path);
 		goto out;
 	}
-	if ((r = doc.format->extract(ctx, doc.state, &der)) < 0 ||
-	    (r = hs_ts_stamp_der(ctx, &strict, der.data, der.len, index, &stamped)) < 0)
+	if ((r = doc.format->extract(ctx, doc.state, &der)) < 0)
+		goto out;
+	if (doc.format->plain_cms) /* NuGet: the standard attribute, one signer */
+		r = index == 0 ? hs_cms_timestamp(ctx, &strict, der.data, der.len, &stamped)
+		               : hs_error_set(ctx, HS_ERR_NOTFOUND, "%s: no signature %u", path,
+		                              index);
+	else
+		r = hs_ts_stamp_der(ctx, &strict, der.data, der.len, index, &stamped);
+	if (r < 0)
 		goto out;
 	if ((r = hs_out_open(ctx, &out, output ? output : path, doc.in.mode)) < 0 ||
 	    (r = ts_rewrite(ctx, &doc, &stamped, &out)) < 0)
@@ -852,6 +864,14 @@ static int ts_verify_legacy(X509_STORE *store, const PKCS7 *p7, const PKCS7_SIGN
 out:
 	PKCS7_SIGNER_INFO_free(tsi);
 	return r;
+}
+
+bool hs_ts_present(const PKCS7_SIGNER_INFO *si)
+{
+	for (int i = 0; i < X509at_get_attr_count(si->unauth_attr); i++)
+		if (ts_is_timestamp_attr(X509at_get_attr(si->unauth_attr, i)))
+			return true;
+	return false;
 }
 
 int hs_ts_verify(struct hs_ctx *ctx, X509_STORE *tsa_store, const PKCS7 *p7,

@@ -51,6 +51,9 @@ struct hs_ts_info {
  * none), 1 when a timestamp is present but invalid (out->reason says why),
  * or a negative error (memory).
  */
+/* Whether the SignerInfo carries a timestamp attribute (RFC 3161 or legacy). */
+bool hs_ts_present(const PKCS7_SIGNER_INFO *si);
+
 int hs_ts_verify(struct hs_ctx *ctx, X509_STORE *tsa_store, const PKCS7 *p7,
                  const PKCS7_SIGNER_INFO *si, struct hs_ts_info *out);
 

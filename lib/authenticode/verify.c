@@ -28,6 +28,7 @@
 #include "authenticode/timestamp.h"
 #include "core/core.h"
 #include "core/file.h"
+#include "cms.h"
 #include "formats/format.h"
 
 #define VFY_REJECTED 1
@@ -60,7 +61,8 @@ struct vfy {
 	const struct hs_format *fmt;
 	void *state; /* the format's, NULL until opened */
 	X509_STORE *store;
-	X509_STORE *tsa_store; /* roots for timestamp authorities */
+	X509_STORE *tsa_store; /* roots for timestamp authorities, loaded on first use */
+	const char *tsa_ca_file;
 	struct vfy_digest digests[VFY_MAX_DIGESTS];
 	size_t n_digests;
 	struct hs_verify_result *result;
@@ -429,7 +431,7 @@ static int vfy_content(struct vfy *v, struct vfy_sig *s)
 		return vfy_reject(v, s->info, HS_VERIFY_MALFORMED,
 		                  "unsupported file digest algorithm %s",
 		                  vfy_nid_name(s->spc.digest_nid));
-	if (s->spc.digest_len != (size_t)EVP_MD_get_size(md))
+	if (!v->fmt->digest_blob && s->spc.digest_len != (size_t)EVP_MD_get_size(md))
 		return vfy_reject(v, s->info, HS_VERIFY_MALFORMED,
 		                  "signed file digest has %zu bytes, %s needs %d",
 		                  s->spc.digest_len, EVP_MD_get0_name(md), EVP_MD_get_size(md));
@@ -767,14 +769,20 @@ static int vfy_copy_text(struct vfy *v, char **out, const char *text)
 	return 0;
 }
 
+static int vfy_load_store(struct vfy *v, X509_STORE **store, const char *ca_file);
+
 /* Checks the timestamp, if any (timestamp.c); a valid one moves the time
  * at which the signer's chain is judged to its genTime. */
 static int vfy_timestamp(struct vfy *v, struct vfy_sig *s)
 {
 	struct hs_ts_info ts;
-	int r = hs_ts_verify(v->ctx, v->tsa_store, s->p7, s->si, &ts);
+	int r;
 
-	if (r < 0)
+	/* Loading the system store costs ~0.1 s: only when there is a token. */
+	if (v->tsa_store == NULL && hs_ts_present(s->si) &&
+	    (r = vfy_load_store(v, &v->tsa_store, v->tsa_ca_file)) < 0)
+		return r;
+	if ((r = hs_ts_verify(v->ctx, v->tsa_store, s->p7, s->si, &ts)) < 0)
 		return r;
 	s->info->timestamp = ts.kind;
 	if (r > 0)
@@ -923,6 +931,15 @@ static int vfy_file(struct vfy *v)
 		r = vfy_reject_ctx(v, info, err);
 		goto out;
 	}
+	if (v->fmt->plain_cms) { /* NuGet: CMS, not Authenticode */
+		if (v->tsa_store == NULL &&
+		    (r = vfy_load_store(v, &v->tsa_store, v->tsa_ca_file)) < 0)
+			goto out;
+		if ((r = vfy_add_entry(v, 0, &info)) == 0)
+			r = hs_cms_verify(v->ctx, v->store, v->tsa_store, v->fmt, v->state,
+			                  der.data, der.len, info);
+		goto out;
+	}
 	r = vfy_signed_data(v, der.data, der.len, 0);
 out:
 	hs_buf_free(&der);
@@ -947,9 +964,8 @@ static int vfy_load_store(struct vfy *v, X509_STORE **store, const char *ca_file
 /* Code-signing roots and timestamp authority roots are separate stores. */
 static int vfy_store_new(struct vfy *v, const struct hs_verify_opts *opts)
 {
-	int r = vfy_load_store(v, &v->store, opts->ca_file);
-
-	return r < 0 ? r : vfy_load_store(v, &v->tsa_store, opts->tsa_ca_file);
+	v->tsa_ca_file = opts->tsa_ca_file;
+	return vfy_load_store(v, &v->store, opts->ca_file);
 }
 
 /* The overall verdict is the first signature's that is not OK. */

@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "http.h"
+#include "ratelimit.h"
 
 /* Largest response body we keep: Key Vault and Entra answers are a few KiB. */
 #define HTTP_BODY_MAX ((size_t)4 * 1024 * 1024)
@@ -24,8 +25,22 @@
 /* The Azure Instance Metadata Service: link-local, never routed, plain http. */
 #define HTTP_IMDS_HOST "169.254.169.254"
 
+/* Most idle easy handles kept for reuse; more threads simply make more. */
+#define HTTP_POOL_MAX 64
+
+/*
+ * A client may be used by many threads at once: each request borrows an
+ * easy handle from the pool, and all handles share one connection cache,
+ * TLS session cache and DNS cache through a share handle, so concurrent
+ * requests reuse each other's connections.
+ */
 struct hs_http {
-	CURL *curl;
+	pthread_mutex_t pool_lock;
+	CURL *idle[HTTP_POOL_MAX];
+	int n_idle;
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	unsigned long requests; /* attempts sent, under pool_lock */
 	char *ca_file;
 	char *user_agent;
 	char *no_proxy; /* NO_PROXY plus the local hosts (tests, managed identity) */
@@ -99,6 +114,76 @@ static char *http_no_proxy(void)
 	return list;
 }
 
+static void http_share_lock(CURL *handle, curl_lock_data data, curl_lock_access access,
+                            void *userptr)
+{
+	struct hs_http *http = userptr;
+
+	(void)handle;
+	(void)access;
+	pthread_mutex_lock(&http->share_locks[data]);
+}
+
+static void http_share_unlock(CURL *handle, curl_lock_data data, void *userptr)
+{
+	struct hs_http *http = userptr;
+
+	(void)handle;
+	pthread_mutex_unlock(&http->share_locks[data]);
+}
+
+/* Connections, TLS sessions and DNS answers shared by the pool's handles. */
+static CURLSH *http_share_new(struct hs_http *http)
+{
+	CURLSH *sh = curl_share_init();
+
+	if (sh == NULL)
+		return NULL;
+	curl_share_setopt(sh, CURLSHOPT_LOCKFUNC, http_share_lock);
+	curl_share_setopt(sh, CURLSHOPT_UNLOCKFUNC, http_share_unlock);
+	curl_share_setopt(sh, CURLSHOPT_USERDATA, http);
+	curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	return sh;
+}
+
+/* Borrows an easy handle (a new one when none is idle); NULL: no memory. */
+static CURL *http_take_handle(struct hs_http *http)
+{
+	CURL *curl = NULL;
+
+	pthread_mutex_lock(&http->pool_lock);
+	if (http->n_idle > 0)
+		curl = http->idle[--http->n_idle];
+	pthread_mutex_unlock(&http->pool_lock);
+	return curl != NULL ? curl : curl_easy_init();
+}
+
+static void http_return_handle(struct hs_http *http, CURL *curl)
+{
+	if (curl == NULL)
+		return;
+	pthread_mutex_lock(&http->pool_lock);
+	if (http->n_idle < HTTP_POOL_MAX) {
+		http->idle[http->n_idle++] = curl;
+		curl = NULL;
+	}
+	pthread_mutex_unlock(&http->pool_lock);
+	if (curl != NULL)
+		curl_easy_cleanup(curl);
+}
+
+unsigned long hs_http_request_count(struct hs_http *http)
+{
+	unsigned long n;
+
+	pthread_mutex_lock(&http->pool_lock);
+	n = http->requests;
+	pthread_mutex_unlock(&http->pool_lock);
+	return n;
+}
+
 int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg)
 {
 	static const struct hs_http_config defaults = HS_HTTP_CONFIG_INIT;
@@ -121,8 +206,11 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 	http->ca_file = http_strdup_or_null(ca_file);
 	http->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "hsmsign/" HS_VERSION);
 	http->no_proxy = http_no_proxy();
-	http->curl = curl_easy_init();
-	if (http->user_agent == NULL || http->no_proxy == NULL || http->curl == NULL ||
+	pthread_mutex_init(&http->pool_lock, NULL);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&http->share_locks[i], NULL);
+	http->share = http_share_new(http);
+	if (http->user_agent == NULL || http->no_proxy == NULL || http->share == NULL ||
 	    (ca_file != NULL && http->ca_file == NULL)) {
 		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory creating the HTTP client");
 		goto out;
@@ -144,8 +232,14 @@ void hs_http_free(struct hs_http *http)
 {
 	if (http == NULL)
 		return;
-	if (http->curl != NULL)
-		curl_easy_cleanup(http->curl);
+	/* Handles go before the share handle they use. */
+	while (http->n_idle > 0)
+		curl_easy_cleanup(http->idle[--http->n_idle]);
+	if (http->share != NULL)
+		curl_share_cleanup(http->share);
+	pthread_mutex_destroy(&http->pool_lock);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&http->share_locks[i]);
 	free(http->ca_file);
 	free(http->user_agent);
 	free(http->no_proxy);
@@ -296,6 +390,7 @@ static size_t http_header_cb(char *data, size_t size, size_t nmemb, void *userda
 		free(at->resp->www_authenticate);
 		free(at->resp->content_type);
 		at->resp->www_authenticate = at->resp->content_type = NULL;
+		at->resp->date = 0;
 		at->retry_after_ms = -1;
 		return n;
 	}
@@ -323,6 +418,13 @@ static size_t http_header_cb(char *data, size_t size, size_t nmemb, void *userda
 		memcpy(tmp, value, (size_t)(end - value));
 		tmp[end - value] = '\0';
 		at->retry_after_ms = http_parse_retry_after(tmp);
+	} else if (name_len == 4 && strncasecmp(data, "Date", 4) == 0 &&
+	           (size_t)(end - value) < sizeof(tmp)) {
+		memcpy(tmp, value, (size_t)(end - value));
+		tmp[end - value] = '\0';
+		at->resp->date = curl_getdate(tmp, NULL);
+		if (at->resp->date < 0)
+			at->resp->date = 0;
 	}
 	if (slot != NULL)
 		*slot = strndup(value, (size_t)(end - value));
@@ -372,15 +474,19 @@ fail:
 	return NULL;
 }
 
-/* One request on the reused easy handle; returns curl's result. */
-static CURLcode http_attempt_once(struct hs_http *http, const struct hs_http_request *req,
-                                  struct curl_slist *headers, long timeout_ms,
-                                  struct http_attempt *at)
+/* One request on a borrowed easy handle; returns curl's result. */
+static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
+                                  const struct hs_http_request *req, struct curl_slist *headers,
+                                  long timeout_ms, struct http_attempt *at)
 {
-	CURL *curl = http->curl;
 	CURLcode rc;
 
-	curl_easy_reset(curl); /* keeps the connection cache */
+	hs_ratelimit_acquire(req->rate_limit);
+	pthread_mutex_lock(&http->pool_lock);
+	http->requests++;
+	pthread_mutex_unlock(&http->pool_lock);
+	curl_easy_reset(curl);
+	curl_easy_setopt(curl, CURLOPT_SHARE, http->share);
 	curl_easy_setopt(curl, CURLOPT_URL, req->url);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
@@ -527,6 +633,7 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 {
 	struct http_attempt at = {.resp = resp};
 	struct curl_slist *headers = NULL;
+	CURL *curl = NULL;
 	struct http_url u;
 	long start = http_now_ms(), elapsed = 0, wait_ms, budget;
 	int max_attempts, r;
@@ -536,7 +643,7 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 	memset(resp, 0, sizeof(*resp));
 	if ((r = http_check_url(ctx, req->url, req->allow_plain_http, &u)) < 0)
 		goto out;
-	if ((headers = http_headers(req)) == NULL) {
+	if ((headers = http_headers(req)) == NULL || (curl = http_take_handle(http)) == NULL) {
 		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -548,7 +655,7 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 		budget = http->max_total_ms - elapsed;
 		if (budget < 1)
 			budget = 1; /* curl reads 0 as "no timeout" */
-		rc = http_attempt_once(http, req, headers,
+		rc = http_attempt_once(http, curl, req, headers,
 		                       budget < http->timeout_ms ? budget : http->timeout_ms, &at);
 		resp->attempts = attempt;
 		elapsed = http_now_ms() - start;
@@ -585,6 +692,7 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 		resp->body.data[0] = '\0';
 	r = 0;
 out:
+	http_return_handle(http, curl);
 	curl_slist_free_all(headers);
 	return r;
 }

@@ -53,6 +53,9 @@ struct hs_http_request {
 	 * other means: CA certificates from an AIA caIssuers URL (their
 	 * signature is checked against the child certificate). */
 	bool allow_plain_http;
+	/* Client-side limit shared by the requests to one service: every
+	 * attempt, retries included, takes a token first. NULL: none. */
+	struct hs_ratelimit *rate_limit;
 };
 
 struct hs_http_response {
@@ -61,9 +64,14 @@ struct hs_http_response {
 	char *www_authenticate; /* first WWW-Authenticate header, or NULL */
 	char *content_type;     /* or NULL */
 	int attempts;           /* how many requests were sent */
+	long long date;         /* the Date header as Unix time, or 0 (clock skew checks) */
 };
 
-/* Creates a client; free with hs_http_free(). */
+struct hs_ratelimit;
+
+/* Creates a client; free with hs_http_free(). A client may be used by
+ * several threads at once (each with its own ctx); its handles share
+ * connections, TLS sessions and DNS answers. */
 int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg);
 void hs_http_free(struct hs_http *http);
 
@@ -78,6 +86,8 @@ void hs_http_free(struct hs_http *http);
 int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_request *req,
                  struct hs_http_response *resp);
 void hs_http_response_free(struct hs_http_response *resp);
+/* Requests sent so far (every attempt, retries included). */
+unsigned long hs_http_request_count(struct hs_http *http);
 
 /* True for http(s) URLs whose host is loopback. */
 bool hs_http_is_loopback_url(const char *url);

@@ -234,6 +234,19 @@ static int cat_remove(struct hs_ctx *ctx, void *state, struct hs_out *out)
 	return r;
 }
 
+/* A catalog carries one signature: Windows and osslsigncode do not nest
+ * signatures in catalogs (authenticode.md 4). */
+static int cat_check_nesting(struct hs_ctx *ctx, void *state,
+                             const struct hs_digest_params *primary, const EVP_MD *nested_md)
+{
+	(void)state;
+	(void)primary;
+	(void)nested_md;
+	return hs_error_set(ctx, HS_ERR_UNSUPPORTED,
+	                    "catalogs cannot carry nested signatures (--append-signature, dual "
+	                    "digests)");
+}
+
 const struct hs_format hs_format_cat = {
         .name = "cat",
         .probe = cat_probe,
@@ -244,4 +257,5 @@ const struct hs_format hs_format_cat = {
         .extract = cat_extract,
         .remove = cat_remove,
         .close = cat_close,
+        .check_nesting = cat_check_nesting,
 };

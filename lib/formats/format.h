@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "core/core.h"
 #include "core/file.h"
@@ -26,12 +27,16 @@
 /* Bytes handed to probe(); formats must decide from at most this many. */
 #define HS_PROBE_LEN 4096
 
+/* Room for the file digest: one hash, or a format's blob of tagged
+ * hashes (APPX: 4 + 5 x (4 + 64) bytes at most). */
+#define HS_INDIRECT_DIGEST_MAX 512
+
 /* What the format contributes to SpcIndirectDataContent. */
 struct hs_indirect {
 	/* DER of SpcAttributeTypeAndOptionalValue (the `data` field). */
 	struct hs_buf data_der;
 	/* The Authenticode digest of the file. */
-	uint8_t digest[EVP_MAX_MD_SIZE];
+	uint8_t digest[HS_INDIRECT_DIGEST_MAX];
 	size_t digest_len;
 	/* Raw page hash table (PE), empty unless requested. */
 	struct hs_buf page_hashes;
@@ -42,6 +47,9 @@ struct hs_indirect {
 	 * data_der/digest are unused. NULL/empty for every other format. */
 	const char *content_oid;
 	struct hs_buf content_der;
+	/* The digest algorithm the format imposes (APPX: the block map's),
+	 * used instead of the requested one; NULL for most formats. */
+	const EVP_MD *md;
 };
 
 struct hs_digest_params {
@@ -85,6 +93,23 @@ struct hs_format {
 	 * name says this format. Asked only when no probe() claimed the
 	 * content; scripts have no magic bytes, only extensions. */
 	bool (*probe_name)(const char *path);
+	/* Optional (NULL: nesting allowed): returns 0 when a signature made
+	 * with nested_md may be nested in a primary signed with `primary`, else
+	 * sets the error (catalogs cannot nest; MSI with MsiDigitalSignatureEx
+	 * only with the primary's hash, authenticode.md 4). */
+	int (*check_nesting)(struct hs_ctx *ctx, void *state,
+	                     const struct hs_digest_params *primary, const EVP_MD *nested_md);
+	/* Optional: refuses a signer the file cannot be signed by (APPX:
+	 * manifest Publisher vs certificate subject), before any output. */
+	int (*check_signer)(struct hs_ctx *ctx, void *state, X509 *signer);
+	/* The signed file digest is a format-defined blob (APPX), not a
+	 * single hash of the digest algorithm's size. */
+	bool digest_blob;
+	/* Signed with plain CMS over hs_indirect.content_der (id-data), not
+	 * Authenticode (NuGet): authenticode/cms.c signs and verifies it. */
+	bool plain_cms;
+	/* An existing signature is replaced only when asked (--replace). */
+	bool replace_explicit;
 };
 
 extern const struct hs_format hs_format_pe;
@@ -92,6 +117,8 @@ extern const struct hs_format hs_format_msi;
 extern const struct hs_format hs_format_cab;
 extern const struct hs_format hs_format_cat;
 extern const struct hs_format hs_format_script;
+extern const struct hs_format hs_format_appx;
+extern const struct hs_format hs_format_nupkg;
 
 /* Finds the format of an open file from its first bytes; HS_ERR_FORMAT if
  * none claims it. */

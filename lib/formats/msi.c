@@ -345,6 +345,30 @@ static int msi_remove(struct hs_ctx *ctx, void *state, struct hs_out *out)
 	return hs_cfb_write(ctx, &st->cfb, out, drop, 2, NULL, 0);
 }
 
+/* The pre-hash covers one digest algorithm, so with MsiDigitalSignatureEx a
+ * nested signature must use the primary's (osslsigncode refuses likewise);
+ * a new pre-hash cannot be made in the same run as nested signatures. */
+static int msi_check_nesting(struct hs_ctx *ctx, void *state,
+                             const struct hs_digest_params *primary, const EVP_MD *nested_md)
+{
+	const struct msi_state *st = state;
+
+	if (st->dse < 0 && primary->msi_dse)
+		return hs_error_set(
+		        ctx, HS_ERR_UNSUPPORTED,
+		        "%s: --msi-dse cannot be combined with nested signatures in one "
+		        "run; sign with --msi-dse first, then append",
+		        st->cfb.in.path);
+	if (st->dse >= 0 && EVP_MD_get_type(nested_md) != EVP_MD_get_type(primary->md))
+		return hs_error_set(
+		        ctx, HS_ERR_UNSUPPORTED,
+		        "%s: has MsiDigitalSignatureEx (%s), so a nested signature must "
+		        "use the same digest, not %s",
+		        st->cfb.in.path, EVP_MD_get0_name(primary->md),
+		        EVP_MD_get0_name(nested_md));
+	return 0;
+}
+
 const struct hs_format hs_format_msi = {
         .name = "msi",
         .probe = msi_probe,
@@ -355,4 +379,5 @@ const struct hs_format hs_format_msi = {
         .extract = msi_extract,
         .remove = msi_remove,
         .close = msi_close,
+        .check_nesting = msi_check_nesting,
 };

@@ -4,8 +4,13 @@
 #include "format.h"
 
 static const struct hs_format *const formats[] = {
-        &hs_format_pe,  &hs_format_msi,    &hs_format_cab,
-        &hs_format_cat, &hs_format_script, /* by file name only (probe_name) */
+        &hs_format_pe,
+        &hs_format_msi,
+        &hs_format_cab,
+        &hs_format_cat,
+        &hs_format_script, /* by file name only (probe_name) */
+        &hs_format_appx,   /* by file name only (probe_name) */
+        &hs_format_nupkg,  /* by file name only (probe_name) */
         NULL,
 };
 
@@ -33,7 +38,7 @@ int hs_format_detect(struct hs_ctx *ctx, const struct hs_file *in, const struct 
 	}
 	return hs_error_set(ctx, HS_ERR_FORMAT,
 	                    "%s: not a file format hsmsign can sign (PE, MSI, CAB, catalog, "
-	                    "PowerShell or WSH script)",
+	                    "PowerShell or WSH script, APPX/MSIX, NuGet)",
 	                    in->path);
 }
 

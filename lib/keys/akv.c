@@ -30,6 +30,9 @@ static void akv_free(void *state)
 		return;
 	hs_azure_credential_free(k->cred);
 	hs_http_free(k->http);
+	if (k->rate_limit_on)
+		hs_ratelimit_destroy(&k->rate_limit);
+	pthread_mutex_destroy(&k->lock);
 	sk_X509_pop_free(k->chain, X509_free);
 	free(k->vault_url);
 	free(k->kid);
@@ -156,6 +159,41 @@ static int get_token(struct hs_ctx *ctx, struct akv_key *k, int force, const cha
 	return r;
 }
 
+/* Writes "Authorization: Bearer ..." into hdr (empty before the first
+ * challenge). Under the key's lock: the token cache and the challenge
+ * state are shared by every thread signing with this key, and the token
+ * is copied out before another thread may refresh (and free) it. */
+static int auth_header(struct hs_ctx *ctx, struct akv_key *k, int attempt, char *hdr, size_t size)
+{
+	const char *token = NULL;
+	int r = 0;
+
+	hdr[0] = '\0';
+	pthread_mutex_lock(&k->lock);
+	if (k->have_challenge || k->access_token_given) {
+		r = get_token(ctx, k, attempt > 0 && k->have_challenge, &token);
+		if (r == 0)
+			snprintf(hdr, size, "Authorization: Bearer %s", token);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return r;
+}
+
+/* Records a 401 challenge; 1 when the caller should stop retrying. */
+static int take_challenge(struct hs_ctx *ctx, struct akv_key *k, const char *header, int attempt)
+{
+	int r;
+
+	pthread_mutex_lock(&k->lock);
+	if ((r = read_challenge(ctx, k, header)) == 0) {
+		if (k->have_challenge && attempt > 0)
+			r = 1;
+		k->have_challenge = true;
+	}
+	pthread_mutex_unlock(&k->lock);
+	return r;
+}
+
 /* One vault request with challenge handling: without a token first (the
  * vault answers 401 with where to get one), then with it; after a 401 on a
  * cached token, refresh it once. */
@@ -171,16 +209,13 @@ static int vault_send(struct hs_ctx *ctx, struct akv_key *k, const char *method,
 	                              .body = body,
 	                              .body_len = body ? strlen(body) : 0,
 	                              .retry_rbac_denial = true};
-	const char *token = NULL;
 	int r, attempt;
 
+	req.rate_limit = k->rate_limit_on ? &k->rate_limit : NULL;
 	for (attempt = 0; attempt < 3; attempt++) {
-		if (k->have_challenge || k->access_token_given) {
-			if ((r = get_token(ctx, k, attempt > 0 && k->have_challenge, &token)) < 0)
-				return r;
-			snprintf(auth_hdr, sizeof(auth_hdr), "Authorization: Bearer %s", token);
-			headers[2] = auth_hdr;
-		}
+		if ((r = auth_header(ctx, k, attempt, auth_hdr, sizeof(auth_hdr))) < 0)
+			return r;
+		headers[2] = auth_hdr[0] ? auth_hdr : NULL;
 		hs_http_response_free(resp);
 		r = hs_http_send(ctx, k->http, &req, resp);
 		OPENSSL_cleanse(auth_hdr, sizeof(auth_hdr));
@@ -189,11 +224,8 @@ static int vault_send(struct hs_ctx *ctx, struct akv_key *k, const char *method,
 			return r;
 		if (resp->www_authenticate == NULL || k->access_token_given)
 			return 0; /* a plain 401: reported by the caller */
-		if ((r = read_challenge(ctx, k, resp->www_authenticate)) < 0)
-			return r;
-		if (k->have_challenge && attempt > 0)
-			return 0;
-		k->have_challenge = true;
+		if ((r = take_challenge(ctx, k, resp->www_authenticate, attempt)) != 0)
+			return r < 0 ? r : 0;
 	}
 	return 0;
 }
@@ -450,11 +482,24 @@ static int akv_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 }
 
+static const char *akv_key_id(void *state)
+{
+	return ((struct akv_key *)state)->kid;
+}
+
+static unsigned long akv_requests(void *state)
+{
+	return hs_http_request_count(((struct akv_key *)state)->http);
+}
+
 const struct hs_key_provider hs_key_provider_azure = {
         .name = "azure-key-vault",
         .get_chain = akv_get_chain,
         .sign_digest = akv_sign_digest,
         .free = akv_free,
+        .key_id = akv_key_id,
+        .requests = akv_requests,
+        .concurrent = true,
 };
 
 /* Appends every certificate of each file to chain. */
@@ -571,6 +616,48 @@ static int open_clients(struct hs_ctx *ctx, struct akv_key *k, const struct hs_a
 	return hs_azure_credential_new(ctx, k->http, &co, &k->cred);
 }
 
+/*
+ * Requests per second this key may be sent, from the service limits
+ * (protocols.md 1.h): Key Vault counts per vault per 10 s, and the HSM
+ * column is the lower one (2,000 / 500 / 250 for RSA 2048 / 3072 / 4096,
+ * 2,000 for EC); Managed HSM counts per second (RSA 1,100 / 360 / 160, EC
+ * 260 / 165 / 56). We aim at 90% of it.
+ */
+static double default_rate(const struct akv_key *k)
+{
+	EVP_PKEY *pub = X509_get0_pubkey(sk_X509_value(k->chain, 0));
+	int bits = pub ? EVP_PKEY_get_bits(pub) : 2048;
+	bool rsa = pub == NULL || EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA;
+	double per_s;
+
+	if (k->managed_hsm && rsa)
+		per_s = bits <= 2048 ? 1100 : bits <= 3072 ? 360 : 160;
+	else if (k->managed_hsm)
+		per_s = bits <= 256 ? 260 : bits <= 384 ? 165 : 56;
+	else if (rsa)
+		per_s = bits <= 2048 ? 200 : bits <= 3072 ? 50 : 25;
+	else
+		per_s = 200;
+	return per_s * 0.9;
+}
+
+/* rate: requests per second; 0: from the service limits; < 0: none. */
+static int setup_rate_limit(struct hs_ctx *ctx, struct akv_key *k, double rate)
+{
+	if (rate < 0)
+		return 0;
+	if (rate == 0)
+		rate = default_rate(k);
+	/* A burst of 100 ms worth: any window of T seconds then sees at most
+	 * rate * (T + 0.1) requests, below the limit for the vault's 10 s
+	 * windows and for Managed HSM's 1 s windows alike. */
+	if (hs_ratelimit_init(&k->rate_limit, rate, rate / 10) < 0)
+		return hs_error_set(ctx, HS_ERR_NOMEM, "cannot create the rate limiter");
+	k->rate_limit_on = true;
+	hs_log(ctx, HS_LOG_DEBUG, "vault requests limited to %.1f per second", rate);
+	return 0;
+}
+
 int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out, const struct hs_azure_key_opts *opts)
 {
 	struct akv_key *k = calloc(1, sizeof(*k));
@@ -579,12 +666,55 @@ int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out, const struct hs_a
 	*out = NULL;
 	if (k == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&k->lock, NULL);
 	if ((r = parse_vault_url(ctx, k, opts)) < 0 || (r = open_clients(ctx, k, opts)) < 0 ||
 	    (r = build_chain(ctx, k, opts)) < 0) {
+		akv_free(k);
+		return r;
+	}
+	if ((r = setup_rate_limit(ctx, k, opts->rate_limit)) < 0) {
 		akv_free(k);
 		return r;
 	}
 	hs_log(ctx, HS_LOG_DEBUG, "%s key %s", k->managed_hsm ? "Managed HSM" : "Key Vault",
 	       k->kid);
 	return hs_key_new(ctx, out, &hs_key_provider_azure, k);
+}
+
+int hs_akv_connect(struct hs_ctx *ctx, const struct hs_azure_key_opts *opts, struct akv_key **out)
+{
+	struct akv_key *k = calloc(1, sizeof(*k));
+	int r;
+
+	*out = NULL;
+	if (k == NULL)
+		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	if ((r = parse_vault_url(ctx, k, opts)) < 0 || (r = open_clients(ctx, k, opts)) < 0) {
+		akv_free(k);
+		return r;
+	}
+	*out = k;
+	return 0;
+}
+
+void hs_akv_free(struct akv_key *k)
+{
+	akv_free(k);
+}
+
+int hs_akv_send(struct hs_ctx *ctx, struct akv_key *k, const char *method, const char *url,
+                const char *body, struct hs_http_response *resp)
+{
+	return vault_send(ctx, k, method, url, body, resp);
+}
+
+int hs_akv_error(struct hs_ctx *ctx, const struct akv_key *k, const char *what,
+                 const struct hs_http_response *resp)
+{
+	return vault_error(ctx, k, what, resp);
+}
+
+const char *hs_akv_credential_source(const struct akv_key *k)
+{
+	return hs_azure_credential_source(k->cred);
 }

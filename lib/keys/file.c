@@ -257,6 +257,7 @@ const struct hs_key_provider hs_key_provider_file = {
         .get_chain = file_get_chain,
         .sign_digest = file_sign_digest,
         .free = file_key_free,
+        .concurrent = true,
 };
 
 int hs_key_open_file(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_file_opts *opts)

@@ -1,5 +1,6 @@
 /* key.c - provider-independent key handling: chain caching, signature
  * self-check. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +47,23 @@ static void warn_unusable_signer(struct hs_ctx *ctx, X509 *signer)
 		       "extended key usage: Windows will reject its signatures");
 }
 
+/* The provider's name for the key, else "sha1:<thumbprint>" of the signer
+ * certificate (what Windows tools show); malloc'd. */
+static char *key_id_string(const struct hs_key *key)
+{
+	unsigned char md[20];
+	unsigned int n = 0;
+	char hex[2 * sizeof(md) + 8] = "sha1:";
+
+	if (key->provider->key_id != NULL)
+		return strdup(key->provider->key_id(key->state));
+	if (!X509_digest(sk_X509_value(key->chain, 0), EVP_sha1(), md, &n) || n != sizeof(md))
+		return NULL;
+	for (unsigned int i = 0; i < n; i++)
+		snprintf(hex + 5 + 2 * i, 3, "%02X", md[i]);
+	return strdup(hex);
+}
+
 int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_provider *provider,
                void *state)
 {
@@ -57,6 +75,7 @@ int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_prov
 		provider->free(state);
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 	}
+	pthread_mutex_init(&key->sign_lock, NULL);
 	key->provider = provider;
 	key->state = state;
 	if ((r = provider->get_chain(ctx, state, &key->chain)) < 0)
@@ -68,6 +87,10 @@ int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_prov
 	}
 	key->subject = name_oneline(X509_get_subject_name(sk_X509_value(key->chain, 0)));
 	if (key->subject == NULL) {
+		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((key->id = key_id_string(key)) == NULL) {
 		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -88,12 +111,26 @@ void hs_key_free(struct hs_key *key)
 		key->provider->free(key->state);
 	sk_X509_pop_free(key->chain, X509_free);
 	free(key->subject);
+	free(key->id);
+	pthread_mutex_destroy(&key->sign_lock);
 	free(key);
 }
 
 const char *hs_key_subject(const struct hs_key *key)
 {
 	return key->subject;
+}
+
+const char *hs_key_id(const struct hs_key *key)
+{
+	return key->id;
+}
+
+unsigned long hs_key_requests(const struct hs_key *key)
+{
+	if (key->provider->requests == NULL)
+		return 0;
+	return key->provider->requests(key->state);
 }
 
 const char *hs_key_provider_name(const struct hs_key *key)
@@ -139,7 +176,12 @@ int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
 {
 	int r;
 
-	if ((r = key->provider->sign_digest(ctx, key->state, md, digest, digest_len, sig)) < 0)
+	if (!key->provider->concurrent)
+		pthread_mutex_lock(&key->sign_lock);
+	r = key->provider->sign_digest(ctx, key->state, md, digest, digest_len, sig);
+	if (!key->provider->concurrent)
+		pthread_mutex_unlock(&key->sign_lock);
+	if (r < 0)
 		return r;
 	return check_signature(ctx, key, md, digest, digest_len, sig);
 }

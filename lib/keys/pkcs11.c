@@ -178,6 +178,7 @@ const struct hs_key_provider hs_key_provider_pkcs11 = {
         .get_chain = p11_get_chain,
         .sign_digest = p11_sign_digest,
         .free = p11_key_free,
+        .concurrent = true,
 };
 
 /* Picks the one token the URI selects. */

@@ -9,6 +9,9 @@
 #ifndef HS_PROVIDER_H
 #define HS_PROVIDER_H
 
+#include <pthread.h>
+#include <stdbool.h>
+
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -30,6 +33,15 @@ struct hs_key_provider {
 	                   size_t digest_len, struct hs_buf *sig);
 	/* Releases state, wiping any secret it holds. */
 	void (*free)(void *state);
+	/* Optional: the key's name in its store (a vault key URL); NULL slot:
+	 * the signer certificate's SHA-1 thumbprint names the key. */
+	const char *(*key_id)(void *state);
+	/* Optional: requests sent to a remote service so far. */
+	unsigned long (*requests)(void *state);
+	/* true: sign_digest may run on several threads at once (each with
+	 * its own ctx), as batch signing does; false: the key layer
+	 * serialises the calls. */
+	bool concurrent;
 };
 
 /* A key: a provider, its state, and the chain fetched once. */
@@ -38,6 +50,8 @@ struct hs_key {
 	void *state;
 	STACK_OF(X509) * chain; /* [0] is the signer */
 	char *subject;
+	char *id;                  /* hs_key_id() */
+	pthread_mutex_t sign_lock; /* serialises sign_digest unless concurrent */
 };
 
 /* Wraps provider state into a key and fetches the chain; on failure the
@@ -68,5 +82,9 @@ int hs_key_ecdsa_p1363_to_der(struct hs_ctx *ctx, const uint8_t *raw, size_t raw
 
 extern const struct hs_key_provider hs_key_provider_file;
 extern const struct hs_key_provider hs_key_provider_azure;
+extern const struct hs_key_provider hs_key_provider_aws_kms;
+extern const struct hs_key_provider hs_key_provider_gcp_kms;
+extern const struct hs_key_provider hs_key_provider_vault_transit;
+extern const struct hs_key_provider hs_key_provider_trusted_signing;
 
 #endif /* HS_PROVIDER_H */

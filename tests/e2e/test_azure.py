@@ -16,7 +16,7 @@ import urllib.request
 import ssl
 
 from hslib import (HSMSIGN, HsTestCase, lines, osslsigncode_verify, run, sbverify,
-                   sha256_file)
+                   sha256_file, signature_count)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "servers"))
@@ -334,13 +334,34 @@ class TestErrors(AzureCase):
         path = self.copy("hello64.exe")
         self.assertRc(self.sign(path, *self.secret_args()), 0)
 
-    def test_not_yet_supported_options_are_refused(self):
+    def test_append_signature_goes_through_the_vault(self):
+        """-as is supported now (test_nested.py): the nested signature comes
+        from the vault like any other, with one sign request per signature."""
         path = self.copy("hello64.exe")
-        for opt in (["-as"],):  # -tr/-t are supported now (test_timestamp.py)
-            with self.subTest(opt=opt[0]):
-                r = self.sign(path, *self.secret_args(), *opt)
-                self.unchanged_after(r, 87, "not yet supported")
-        self.assertEqual(self.emu.count("GET", "/"), 0, "refused before any request")
+        self.assertRc(self.sign(path, *self.secret_args(), "-fd", "sha1"), 0)
+        before = self.emu.count("POST", "/keys/", bearer=True)
+        r = self.sign(path, *self.secret_args(), "-as", "-fd", "sha256,sha384")
+        self.assertRc(r, 0)
+        self.assertEqual(self.emu.count("POST", "/keys/", bearer=True) - before, 2)
+        with open(path, "rb") as f:
+            self.assertEqual(signature_count(f.read()), 3)
+        self.assertVerifies(path)
+
+    def test_vault_signs_a_two_step_request(self):
+        """digest -o / sign --sign-request / attach with the key in the vault:
+        the same bytes as signing in one step (RSA), one sign request."""
+        one, two = self.copy("hello64.exe", "one.exe"), self.copy("hello64.exe", "two.exe")
+        self.assertRc(self.sign(one, *self.secret_args(), "-q"), 0)
+        req, sig = self.path("two.req"), self.path("two.sig")
+        chain = self.emu.leaf("codesign-rsa2048", chain=True)
+        self.assertRc(run([HSMSIGN, "digest", two, "-o", req, "--cert", chain]), 0)
+        before = self.emu.count("POST", "/keys/", bearer=True)
+        r = run([HSMSIGN, "sign", "-kvu", self.info["https"], "-kvc", "codesign-rsa2048",
+                 *self.secret_args(), "--sign-request", req, "-o", sig], env=self.env())
+        self.assertRc(r, 0)
+        self.assertEqual(self.emu.count("POST", "/keys/", bearer=True) - before, 1)
+        self.assertRc(run([HSMSIGN, "attach", two, "--request", req, "--signature", sig]), 0)
+        self.assertEqual(sha256_file(two), sha256_file(one))
 
     def test_secrets_never_printed(self):
         secret = read(os.path.join(self.state, "client-secret.txt"))

@@ -76,10 +76,20 @@ class TestMalformed(HsTestCase):
                 self.assertOneErrorLine(r)
 
     def test_some_files_failed(self):
-        """One good and one bad file: exit 1, the good one is signed."""
+        """One good and one bad file: every input is checked before signing,
+        so without -coe nothing is signed (exit 2); with -coe the good one
+        is signed (exit 1)."""
         good = self.copy("hello64.exe")
         bad = self.copy(os.path.join(MALFORMED_DIR, "mz-only.exe"))
+        before = sha256_file(good)
         r = hsmsign("sign", *key_args(), good, bad)
+        self.assertRc(r, 2)
+        err = lines(r.stderr)
+        self.assertEqual(len(err), 2, err)
+        self.assertIn("mz-only.exe", err[0])
+        self.assertIn("nothing signed", err[1])
+        self.assertEqual(sha256_file(good), before)
+        r = hsmsign("sign", *key_args(), "--continue-on-error", good, bad)
         self.assertRc(r, 1)
         self.assertOneErrorLine(r)
         self.assertRc(verify(good), 0)

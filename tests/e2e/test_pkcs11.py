@@ -209,6 +209,18 @@ class Pkcs11Test(HsTestCase):
                 self.assertRc(r, 0)
                 self.assertVerifies(exe, digest)
 
+    def test_dual_signing_and_append_on_the_token(self):
+        """-fd sha1,sha256 and -as go through the same engine with a token key."""
+        exe = self.copy("hello64.exe")
+        uri = "pkcs11:token=%s;id=%%01" % TOKEN
+        self.assertRc(self.p11_sign(uri, "-fd", "sha1,sha256", "-ph", exe), 0)
+        self.assertRc(self.p11_sign(uri, "-fd", "sha384", "-as", exe), 0)
+        self.assertEqual(hslib.signature_count(read(exe)), 3)
+        self.assertRc(hslib.verify(exe), 0)
+        ok, out = hslib.osslsigncode_verify(exe)
+        self.assertTrue(ok, out)
+        self.assertIn("Number of verified signatures: 3", out)
+
     def test_certificate_file_and_every_pe_fixture(self):
         files = [self.copy(name) for name in hslib.UNSIGNED_PE]
         r = self.p11_sign("pkcs11:token=%s;object=ec384;type=private" % TOKEN, "--cert",

@@ -13,7 +13,7 @@
 static void exercise(struct hs_ctx *ctx, struct hs_doc *doc)
 {
 	static const int page_nids[] = {0, NID_sha1, NID_sha256};
-	struct hs_digest_params params = {EVP_sha256(), 0};
+	struct hs_digest_params params = {.md = EVP_sha256()};
 	struct hs_buf der = {0};
 
 	for (size_t i = 0; i < sizeof(page_nids) / sizeof(page_nids[0]); i++) {
@@ -35,7 +35,7 @@ static void exercise(struct hs_ctx *ctx, struct hs_doc *doc)
 static void exercise_copy(struct hs_ctx *ctx, struct hs_doc *doc)
 {
 	static const uint8_t dummy[] = {0x30, 0x03, 0x02, 0x01, 0x01};
-	struct hs_digest_params params = {EVP_sha256(), 0};
+	struct hs_digest_params params = {.md = EVP_sha256()};
 	struct hs_indirect ind = {0};
 	struct hs_out out = {.fd = -1};
 

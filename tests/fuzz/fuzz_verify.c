@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct hs_verify_opts opts = {getenv("HS_FUZZ_CA")};
+	struct hs_verify_opts opts = {.ca_file = getenv("HS_FUZZ_CA")};
 	struct hs_verify_result *res = NULL;
 	struct hs_ctx ctx = {0};
 	char path[64];

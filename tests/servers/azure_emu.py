@@ -10,6 +10,7 @@ Python standard library + Debian's python3-cryptography only. Binds
 """
 import argparse
 import base64
+import collections
 import datetime
 import hashlib
 import http.server
@@ -86,6 +87,11 @@ DEFAULT_KNOBS = {
     "latency_ms": 0,
     "throttle_next": 0,
     "throttle_retry_after": None,
+    # Key Vault-style service limit: at most this many requests per
+    # rate_window_ms (sliding window); the excess gets 429 and, as in Azure,
+    # does not count towards the limit. 0: off.
+    "rate_limit": 0,
+    "rate_window_ms": 1000,
     "fail_next": 0,
     "fail_status": 503,
     "reset_next": 0,
@@ -357,6 +363,7 @@ class Emulator:
             "issuer": gh.get("issuer", GITHUB_ISSUER),
         }
         self.https_port = self.http_port = None
+        self.pending = {}  # certificate name -> pending CSR operation
         self.log_file = os.path.join(self.dir, "requests.jsonl")
 
     # ---------------------------------------------------------- material
@@ -563,8 +570,30 @@ class Emulator:
     def reset(self):
         with self.lock:
             self.knobs = json.loads(json.dumps(self.base_knobs))
+            self.pending = {}
+            for name in [n for n, vk in self.vault_keys.items()
+                         if vk.get("merged")]:
+                del self.vault_keys[name]
             self.log_entries = []
             write_file(self.log_file, b"")
+
+    def over_rate_limit(self):
+        """True when the rate_limit knob rejects this request."""
+        with self.lock:
+            limit = self.knobs.get("rate_limit") or 0
+            if limit <= 0:
+                return False
+            window = (self.knobs.get("rate_window_ms") or 1000) / 1000.0
+            now = time.monotonic()
+            recent = getattr(self, "_rate_times", None)
+            if recent is None:
+                recent = self._rate_times = collections.deque()
+            while recent and now - recent[0] >= window:
+                recent.popleft()
+            if len(recent) >= limit:
+                return True
+            recent.append(now)
+            return False
 
     def take(self, knob):
         """Decrements a counter knob; True if it was positive."""
@@ -870,6 +899,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         latency = emu.knob("latency_ms") or 0
         if latency:
             time.sleep(latency / 1000.0)
+        if emu.over_rate_limit():
+            self.entry["knob"] = "rate_limit"
+            raise HttpError(429, self.kv_body(
+                "Throttled", "Request was not processed because too many "
+                "requests were received. Reason: VaultRequestTypeLimitReached"))
         if emu.take("throttle_next"):
             headers = {}
             ra = emu.knob("throttle_retry_after")
@@ -997,7 +1031,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         full = prefix + short_action
         if emu.mode == "managedhsm" and short_action == "keys/read":
             full += "/action"
-        elif short_action in ("keys/sign", "secrets/getSecret"):
+        elif short_action in ("keys/sign", "secrets/getSecret",
+                              "certificates/create", "certificates/update"):
             full += "/action"
         granted = set()
         for a in ident.get("actions", []):
@@ -1068,6 +1103,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             version = rest[1] if len(rest) == 3 else ""
             self.authorize(claims, "keys/sign", "keys/" + name)
             return self.sign(name, version)
+        if kind == "certificates" and len(rest) >= 2 and \
+                rest[1] in ("create", "pending"):
+            return self.cert_operation(method, claims, name, rest[2:],
+                                       rest[1] == "create")
         if method != "GET" or len(rest) > 2:
             raise self.kv_error(405 if len(rest) <= 2 else 400, "BadParameter",
                                 "Operation %s %s is not supported by the "
@@ -1082,6 +1121,155 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "certificates":
             return 200, {}, self.cert_bundle(vk)
         return 200, {}, self.secret_bundle(vk)
+
+    # ------------------------------------- certificate CSR workflow (1.e)
+    def cert_operation(self, method, claims, name, rest, create):
+        """create, GET/PATCH/DELETE pending, POST pending/merge."""
+        if create and method == "POST" and not rest:
+            self.authorize(claims, "certificates/create", "certificates/" +
+                           name)
+            return self.cert_create(name)
+        if not create and rest == ["merge"] and method == "POST":
+            self.authorize(claims, "certificates/create", "certificates/" +
+                           name)
+            return self.cert_merge(name)
+        if not create and not rest and method in ("GET", "PATCH", "DELETE"):
+            action = {"GET": "certificates/read",
+                      "PATCH": "certificates/update",
+                      "DELETE": "certificates/delete"}[method]
+            self.authorize(claims, action, "certificates/" + name)
+            op = self.pending_op(name)
+            if method == "PATCH":
+                body = self.json_body()
+                if not isinstance(body, dict) or \
+                        body.get("cancellation_requested") is not True:
+                    raise self.kv_error(400, "BadParameter", "Property "
+                                        "'cancellation_requested' must be "
+                                        "true.")
+                op["cancellation_requested"] = True
+                op["status"] = "cancelled"
+            elif method == "DELETE":
+                with self.emu.lock:
+                    self.emu.pending.pop(name, None)
+            return 200, {}, self.operation_body(op)
+        raise self.kv_error(405, "BadParameter", "Operation %s %s is not "
+                            "supported by the emulator." % (method,
+                                                            self.url_path))
+
+    def pending_op(self, name):
+        op = self.emu.pending.get(name)
+        if op is None:
+            raise self.kv_error(
+                404, "PendingCertificateNotFound", "Pending certificate not "
+                "found: %s" % name)
+        return op
+
+    def operation_body(self, op):
+        base = "%s/certificates/%s" % (self.emu.https_url, op["name"])
+        return {"id": base + "/pending", "issuer": {"name": "Unknown"},
+                "csr": base64.b64encode(op["csr"]).decode(),
+                "cancellation_requested": op["cancellation_requested"],
+                "status": op["status"],
+                "status_details": "Pending certificate created. Please "
+                "Perform Merge to complete the request.",
+                "request_id": op["request_id"]}
+
+    def parse_policy(self, policy):
+        """-> (kind, size, subject Name, ekus, key usage) or raises 400."""
+        kp = policy.get("key_props") or {}
+        xp = policy.get("x509_props") or {}
+        kty = kp.get("kty")
+        if kty not in ("RSA", "RSA-HSM", "EC", "EC-HSM"):
+            raise self.kv_error(400, "BadParameter", "Invalid key type '%s'."
+                                % kty)
+        if kty.startswith("RSA"):
+            kind, size = "RSA", kp.get("key_size") or 2048
+            if size not in (2048, 3072, 4096):
+                raise self.kv_error(400, "BadParameter",
+                                    "Invalid key size %r." % size)
+        else:
+            kind, size = "EC", kp.get("crv") or "P-256"
+            if size not in CURVES:
+                raise self.kv_error(400, "BadParameter",
+                                    "Invalid curve %r." % size)
+        try:
+            # Key Vault accepts "CN=a, O=b": spaces after the commas.
+            parts = re.split(r"(?<!\\),", xp.get("subject") or "")
+            subject = x509.Name.from_rfc4514_string(
+                ",".join(p.strip() for p in parts))
+        except (ValueError, TypeError):
+            subject = None
+        if not subject:
+            raise self.kv_error(400, "BadParameter", "Invalid subject '%s'."
+                                % xp.get("subject"))
+        if (policy.get("issuer") or {}).get("name") != "Unknown":
+            raise self.kv_error(400, "BadParameter", "The emulator only "
+                                "supports issuer 'Unknown'.")
+        return kind, size, subject, kp
+
+    def cert_create(self, name):
+        body = self.json_body()
+        policy = body.get("policy") if isinstance(body, dict) else None
+        if not isinstance(policy, dict):
+            raise self.kv_error(400, "BadParameter",
+                                "Property 'policy' is required.")
+        kind, size, subject, kp = self.parse_policy(policy)
+        self.entry["policy"] = {"kty": kp.get("kty"), "size": size,
+                                "exportable": kp.get("exportable"),
+                                "ekus": policy["x509_props"].get("ekus"),
+                                "key_usage": policy["x509_props"].get(
+                                    "key_usage")}
+        with self.emu.lock:
+            if name in self.emu.pending:
+                raise self.kv_error(
+                    409, "Conflict", "There is a pending certificate "
+                    "operation for certificate '%s'. Complete or delete it "
+                    "first." % name)
+        key = self.emu.keystore.get("pending-%s%s" % (kind.lower(), size),
+                                    kind, size)
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
+               .sign(key, hashes.SHA256()))
+        op = {"name": name, "key": key, "kind": kind, "size": size,
+              "csr": csr.public_bytes(serialization.Encoding.DER),
+              "request_id": uuid.uuid4().hex, "status": "inProgress",
+              "cancellation_requested": False,
+              "hsm": kp.get("kty", "").endswith("-HSM")}
+        with self.emu.lock:
+            self.emu.pending[name] = op
+        loc = "%s/certificates/%s/pending?api-version=%s&request_id=%s" % (
+            self.emu.https_url, name, self.q("api-version"), op["request_id"])
+        return 202, {"Location": loc}, self.operation_body(op)
+
+    def cert_merge(self, name):
+        op = self.pending_op(name)
+        body = self.json_body()
+        x5c = body.get("x5c") if isinstance(body, dict) else None
+        if not isinstance(x5c, list) or not x5c:
+            raise self.kv_error(400, "BadParameter",
+                                "Property 'x5c' is required.")
+        try:
+            certs = [x509.load_der_x509_certificate(base64.b64decode(c))
+                     for c in x5c]
+        except (ValueError, TypeError):
+            raise self.kv_error(400, "BadParameter", "Property 'x5c' holds "
+                                "an invalid certificate.")
+        self.entry["x5c"] = [c.subject.rfc4514_string() for c in certs]
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        if certs[0].public_key().public_bytes(
+                serialization.Encoding.DER, spki) != \
+                op["key"].public_key().public_bytes(
+                    serialization.Encoding.DER, spki):
+            raise self.kv_error(400, "BadParameter", "Public key from x509 "
+                                "certificate and key of this instance doesn't "
+                                "match")
+        vk = {"name": name, "kind": op["kind"], "size": op["size"],
+              "key": op["key"], "cert": certs[0], "der": der_cert(certs[0]),
+              "chain": certs[1:], "version": uuid.uuid4().hex,
+              "created": now(), "merged": True, "hsm": op["hsm"]}
+        with self.emu.lock:
+            self.emu.vault_keys[name] = vk
+            self.emu.pending.pop(name, None)
+        return 201, {}, self.cert_bundle(vk)
 
     def lookup(self, kind, name, version):
         vk = self.emu.vault_keys.get(name)
@@ -1143,11 +1331,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def cert_bundle(self, vk):
         c = vk["cert"]
         if vk["kind"] == "RSA":
-            key_props = {"exportable": False, "kty": "RSA",
+            key_props = {"exportable": False,
+                         "kty": "RSA-HSM" if vk.get("hsm") else "RSA",
                          "key_size": vk["size"], "reuse_key": False}
         else:
-            key_props = {"exportable": False, "kty": "EC", "crv": vk["size"],
-                         "reuse_key": False}
+            key_props = {"exportable": False,
+                         "kty": "EC-HSM" if vk.get("hsm") else "EC",
+                         "crv": vk["size"], "reuse_key": False}
         base = "%s/certificates/%s" % (self.emu.https_url, vk["name"])
         attrs = self.attributes(vk, cert=True)
         out = {

@@ -1,0 +1,154 @@
+/*
+ * batch_run.c - `sign` over many files: checks every input first, runs
+ * hs_batch_sign() with progress output, handles SIGINT/SIGTERM (stop
+ * starting files, let those in flight finish) and writes the report.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "cli.h"
+
+/* Set by the signal handler; read by the batch's workers. */
+static volatile sig_atomic_t batch_interrupted;
+
+static void batch_on_signal(int sig)
+{
+	(void)sig;
+	batch_interrupted = 1;
+}
+
+/* SIGINT/SIGTERM stop the batch instead of killing the process, so no file
+ * is abandoned; a second signal restores the default (kills), for users who
+ * really mean it. */
+static void batch_signals(struct sigaction *old_int, struct sigaction *old_term, bool install)
+{
+	struct sigaction sa;
+
+	if (!install) {
+		sigaction(SIGINT, old_int, NULL);
+		sigaction(SIGTERM, old_term, NULL);
+		return;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = batch_on_signal;
+	sa.sa_flags = SA_RESTART | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, old_int);
+	sigaction(SIGTERM, &sa, old_term);
+}
+
+int cli_batch_check(struct hs_ctx *ctx, const struct cli_inputs *in, const char ***formats)
+{
+	size_t bad = 0;
+
+	*formats = calloc(in->n + 1, sizeof(**formats));
+	if (*formats == NULL) {
+		cli_error("out of memory");
+		return EXIT_ALL_FAILED;
+	}
+	for (size_t i = 0; i < in->n; i++) {
+		hs_ctx_clear_error(ctx);
+		if (hs_file_format(ctx, in->paths[i], &(*formats)[i]) < 0) {
+			cli_error_ctx(ctx, in->paths[i]);
+			bad++;
+		}
+	}
+	return bad == 0 ? 0 : EXIT_ALL_FAILED;
+}
+
+static size_t batch_count(const struct hs_batch_item *items, size_t n, enum hs_batch_state s)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		k += items[i].state == s;
+	return k;
+}
+
+static int batch_exit_code(const struct hs_batch_item *items, size_t n, size_t bad_inputs)
+{
+	size_t ok =
+	        batch_count(items, n, HS_BATCH_SIGNED) + batch_count(items, n, HS_BATCH_SKIPPED);
+
+	if (ok == n && bad_inputs == 0)
+		return EXIT_OK;
+	return ok == 0 ? EXIT_ALL_FAILED : EXIT_SOME_FAILED;
+}
+
+/* Items for the inputs that passed the check (formats[i] != NULL). */
+static struct hs_batch_item *batch_items(const struct cli_inputs *in, const char **formats,
+                                         const struct cli_batch_params *bp, size_t *n,
+                                         const char ***item_formats)
+{
+	struct hs_batch_item *items = calloc(in->n + 1, sizeof(*items));
+
+	*n = 0;
+	*item_formats = calloc(in->n + 1, sizeof(**item_formats));
+	if (items == NULL || *item_formats == NULL) {
+		free(items);
+		return NULL;
+	}
+	for (size_t i = 0; i < in->n; i++) {
+		if (formats[i] == NULL)
+			continue;
+		items[*n].path = in->paths[i];
+		items[*n].output = bp->output;
+		(*item_formats)[(*n)++] = formats[i];
+	}
+	return items;
+}
+
+int cli_batch_sign(struct hs_ctx *ctx, struct hs_key *key, const struct hs_sign_opts *sign,
+                   const struct cli_inputs *in, const char **formats,
+                   const struct cli_batch_params *bp)
+{
+	struct hs_batch_opts bo = HS_BATCH_OPTS_INIT;
+	struct cli_progress progress;
+	struct sigaction old_int, old_term;
+	const char **item_formats = NULL;
+	struct hs_batch_item *items;
+	size_t n, bad_inputs;
+	int r;
+
+	if ((items = batch_items(in, formats, bp, &n, &item_formats)) == NULL) {
+		cli_error("out of memory");
+		return EXIT_ALL_FAILED;
+	}
+	bad_inputs = in->n - n + in->missing;
+	bo.jobs = bp->jobs;
+	bo.continue_on_error = bp->continue_on_error;
+	bo.file_hashes = bp->report != NULL;
+	bo.cancel = &batch_interrupted;
+	bo.on_done = cli_progress_done;
+	bo.userdata = &progress;
+	bo.log = cli_log;
+	batch_interrupted = 0;
+	cli_progress_start(&progress, n, bp->output);
+	batch_signals(&old_int, &old_term, true);
+	r = hs_batch_sign(ctx, key, items, n, sign, &bo);
+	batch_signals(&old_int, &old_term, false);
+	cli_progress_finish(&progress, batch_count(items, n, HS_BATCH_NOT_STARTED),
+	                    hs_key_requests(key), batch_interrupted);
+	if (r < 0) {
+		cli_error("%s", hs_ctx_message(ctx));
+		r = EXIT_ALL_FAILED;
+	} else {
+		r = batch_exit_code(items, n, bad_inputs);
+	}
+	if (bp->report != NULL) {
+		struct cli_report_info info = {.key_id = hs_key_id(key),
+		                               .digest = hs_digest_name(sign->digest),
+		                               .formats = item_formats,
+		                               .tsa = bp->tsa,
+		                               .seconds = cli_now() - progress.start,
+		                               .requests = hs_key_requests(key)};
+		if (cli_report_write(bp->report, items, n, &info) != 0 && r == EXIT_OK)
+			r = EXIT_SOME_FAILED;
+	}
+	hs_batch_items_clear(items, n);
+	free(items);
+	free(item_formats);
+	return r;
+}
