@@ -504,8 +504,8 @@ int hs_key_open_aws_kms(struct hs_ctx *ctx, struct hs_key **out,
 	*out = NULL;
 	if (k == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	if ((r = kms_setup(ctx, k, opts)) < 0 || (r = kms_fresh_creds(ctx, k)) < 0 ||
-	    (r = kms_check_public_key(ctx, k)) < 0) {
+	/* kms_call() resolves the credentials on its first use */
+	if ((r = kms_setup(ctx, k, opts)) < 0 || (r = kms_check_public_key(ctx, k)) < 0) {
 		kms_free(k);
 		return r;
 	}

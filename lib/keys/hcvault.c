@@ -20,6 +20,7 @@
 
 #include "core/codec.h"
 #include "core/http.h"
+#include "cloud_parse.h"
 #include "provider.h"
 
 #define HCV_JSON_MAX   (1024 * 1024)
@@ -353,7 +354,7 @@ out:
 }
 
 /* "vault:v<digits>:" then base64: the signature bytes. */
-static int hcv_decode_signature(struct hs_ctx *ctx, const char *s, struct hs_buf *sig)
+int hs_vault_parse_signature(struct hs_ctx *ctx, const char *s, struct hs_buf *sig)
 {
 	const char *p;
 
@@ -408,7 +409,7 @@ static int hcv_sign_digest(struct hs_ctx *ctx, void *state, const EVP_MD *md, co
 	}
 	if ((r = hcv_call(ctx, k, "POST", path, body, "sign", &ans)) < 0)
 		goto out;
-	r = hcv_decode_signature(
+	r = hs_vault_parse_signature(
 	        ctx, json_string_value(json_object_get(json_object_get(ans, "data"), "signature")),
 	        sig);
 out:

@@ -24,6 +24,7 @@
 #include "auth/auth.h"
 #include "core/codec.h"
 #include "core/http.h"
+#include "cloud_parse.h"
 #include "provider.h"
 
 #define TS_SCOPE      "https://codesigning.azure.net/.default"
@@ -270,6 +271,21 @@ static int ts_status(struct hs_ctx *ctx, const struct hs_http_response *resp, co
 		r = hs_error_set(ctx, HS_ERR_NETWORK, "Trusted Signing sign operation %s: %s",
 		                 op ? op : "?", status);
 	json_decref(root);
+	return r;
+}
+
+int hs_trusted_parse_answer(struct hs_ctx *ctx, long status, const uint8_t *body, size_t len)
+{
+	struct hs_http_response resp = {.status = status};
+	struct ts_result res = {0};
+	char id[128];
+	int r;
+
+	if (hs_buf_append(&resp.body, body, len) < 0)
+		return HS_ERR_NOMEM;
+	r = ts_status(ctx, &resp, "fuzz", id, sizeof(id), &res);
+	ts_result_free(&res);
+	hs_http_response_free(&resp);
 	return r;
 }
 

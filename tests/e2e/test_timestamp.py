@@ -123,6 +123,30 @@ class TimestampTest(HsTestCase):
         self.assertTrue(entry["cert_req"])
         self.assertIsNotNone(entry["nonce"])
 
+    def test_every_format_is_timestamped(self):
+        """Timestamps are format-independent: sign with -tr, then re-timestamp
+        with the keyless command; osslsigncode checks both (it reads MSI, CAB,
+        catalogs and PowerShell)."""
+        for fixture in ("msi/small.msi", "cab/stored.cab", "cat/files.cat",
+                        "scripts/ps1-utf8-crlf.ps1"):
+            with self.subTest(fixture=fixture):
+                path = self.copy(fixture)
+                self.assertRc(self.sign_ts(path, "-tr", self.tsa.url("ok")), 0)
+                self.assert_format_timestamped(path)
+                r = hsmsign("timestamp", "-tr", self.tsa.url("ok"), path, env=ENV)
+                self.assertRc(r, 0)
+                self.assert_format_timestamped(path)
+
+    def assert_format_timestamped(self, path):
+        out = self.osslsigncode_ts(path)
+        self.assertIn("Timestamp Server Signature verification: ok", out)
+        self.assertIn("Signature verification: ok", out)
+        r = hsmsign("verify", "--ca-file", ROOT_CA, "--tsa-ca-file", self.tsa.root,
+                    "--json", path)
+        self.assertRc(r, 0)
+        rep = json.loads(r.stdout)
+        self.assertEqual(rep["signatures"][0]["timestamp"]["kind"], "rfc3161")
+
     def test_timestamp_digest_sha384(self):
         path = self.copy("hello32.exe")
         self.assertRc(self.sign_ts(path, "-tr", self.tsa.url("ok"), "-td", "sha384"), 0)
