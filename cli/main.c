@@ -1,6 +1,10 @@
 /* main.c - hsmsign entry point: dispatches to the command table. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "azure_args.h"
 #include "cli.h"
@@ -113,8 +117,24 @@ static int cmd_help_markdown(const struct cli_cmd *cmd, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/*
+ * hsmsign holds tokens, client secrets and PINs in memory: a core dump or a
+ * ptrace attach by another process of the same user would expose them. No
+ * core files, and not dumpable (which also blocks ptrace by non-root).
+ */
+static void no_core_dumps(void)
+{
+	struct rlimit none = {0, 0};
+
+	setrlimit(RLIMIT_CORE, &none);
+#ifdef __linux__
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+}
+
 int main(int argc, char **argv)
 {
+	no_core_dumps();
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_INVALID_ARGS;

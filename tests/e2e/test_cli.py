@@ -1,6 +1,6 @@
 """Command line surface: help, version, argument errors (87) and secrets
 that must never be echoed."""
-from hslib import (HsTestCase, hsmsign, key_args, lines, p12_password, pki,
+from hslib import (HSMSIGN, HsTestCase, hsmsign, key_args, lines, p12_password, pki,
                    sign, verify)
 
 COMMANDS = ("sign", "verify", "remove", "extract", "digest")
@@ -150,3 +150,34 @@ class TestSecrets(HsTestCase):
         r = sign(path, "leaf-rsa2048", "sha256", "-q")
         self.assertRc(r, 0)
         self.assertEqual(r.stdout + r.stderr, b"")
+
+
+class NoCoreDumpsTest(HsTestCase):
+    """While a secret is held, the process must not be able to dump core."""
+
+    def test_core_dumps_disabled_while_waiting_for_a_secret(self):
+        import subprocess
+        import time
+        path = self.copy("hello64.exe")
+        proc = subprocess.Popen([HSMSIGN, "sign", "--pfx", pki("leaf-rsa2048.p12"),
+                                 "--pfx-pass", "stdin", path],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            limits = ""
+            for _ in range(100):  # until main() has run
+                with open("/proc/%d/limits" % proc.pid) as f:
+                    limits = f.read()
+                core = [l for l in limits.splitlines() if l.startswith("Max core file size")]
+                if core and core[0].split()[4:6] == ["0", "0"]:
+                    break
+                time.sleep(0.02)
+            core = [l for l in limits.splitlines() if l.startswith("Max core file size")]
+            self.assertEqual(core[0].split()[4:6], ["0", "0"], limits)
+            out, err = proc.communicate(p12_password().encode() + b"\n", timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertNotIn(p12_password().encode(), out + err)
+
