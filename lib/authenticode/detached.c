@@ -552,6 +552,7 @@ static int attach_p7(struct hs_ctx *ctx, const char *path, const uint8_t *der, s
 	    (r = hs_doc_copy_unsigned(ctx, &doc, md, &out)) < 0 ||
 	    (r = doc.format->embed(ctx, doc.state, der, len, &out)) < 0)
 		goto out;
+	out.source = &doc.in; /* refuse if it changed meanwhile */
 	r = hs_out_commit(ctx, &out);
 out:
 	hs_out_abort(&out);

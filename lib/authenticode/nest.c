@@ -285,6 +285,7 @@ static int nest_rewrite(struct hs_ctx *ctx, struct hs_doc *doc, const struct hs_
 	    (r = hs_doc_copy_unsigned(ctx, doc, md, &out)) < 0 ||
 	    (r = doc->format->embed(ctx, doc->state, der->data, der->len, &out)) < 0)
 		goto out;
+	out.source = &doc->in; /* refuse if it changed meanwhile */
 	r = hs_out_commit(ctx, &out);
 out:
 	hs_out_abort(&out);

@@ -218,6 +218,7 @@ int hs_sign_file(struct hs_ctx *ctx, struct hs_key *key, const char *path,
 		goto out;
 	if ((r = sign_doc(ctx, key, &doc, opts, &out)) < 0)
 		goto out;
+	out.source = &doc.in; /* refuse if it changed meanwhile */
 	r = hs_out_commit(ctx, &out);
 out:
 	hs_out_abort(&out);
@@ -240,6 +241,7 @@ int hs_remove_signature(struct hs_ctx *ctx, const char *path, const char *output
 	if ((r = hs_out_open(ctx, &out, output ? output : path, doc.in.mode)) < 0 ||
 	    (r = doc.format->remove(ctx, doc.state, &out)) < 0)
 		goto out;
+	out.source = &doc.in; /* refuse if it changed meanwhile */
 	r = hs_out_commit(ctx, &out);
 out:
 	hs_out_abort(&out);

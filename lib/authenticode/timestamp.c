@@ -672,6 +672,7 @@ int hs_timestamp_file(struct hs_ctx *ctx, const char *path, const struct hs_time
 	if ((r = hs_out_open(ctx, &out, output ? output : path, doc.in.mode)) < 0 ||
 	    (r = ts_rewrite(ctx, &doc, &stamped, &out)) < 0)
 		goto out;
+	out.source = &doc.in; /* refuse if it changed meanwhile */
 	r = hs_out_commit(ctx, &out);
 out:
 	hs_out_abort(&out);

@@ -11,6 +11,16 @@
 
 #include "file.h"
 
+static int64_t stat_mtime_ns(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static int64_t stat_ctime_ns(const struct stat *st)
+{
+	return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
 int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path)
 {
 	struct stat st;
@@ -29,6 +39,25 @@ int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path)
 	}
 	f->size = (uint64_t)st.st_size;
 	f->mode = st.st_mode & 07777;
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+	f->mtime_ns = stat_mtime_ns(&st);
+	f->ctime_ns = stat_ctime_ns(&st);
+	return 0;
+}
+
+int hs_file_check_unchanged(struct hs_ctx *ctx, const struct hs_file *f)
+{
+	struct stat st;
+
+	if (stat(f->path, &st) < 0)
+		return hs_error_set(ctx, HS_ERR_IO, "%s: disappeared while being signed: %s",
+		                    f->path, strerror(errno));
+	if (st.st_dev != f->dev || st.st_ino != f->ino || (uint64_t)st.st_size != f->size ||
+	    stat_mtime_ns(&st) != f->mtime_ns || stat_ctime_ns(&st) != f->ctime_ns)
+		return hs_error_set(ctx, HS_ERR_IO,
+		                    "%s: changed while it was being signed; nothing was written",
+		                    f->path);
 	return 0;
 }
 
@@ -178,6 +207,10 @@ static void sync_dir(const char *path)
 
 int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o)
 {
+	int r;
+
+	if (o->source != NULL && (r = hs_file_check_unchanged(ctx, o->source)) < 0)
+		return r;
 	if (hs_fault("commit"))
 		return hs_error_set(ctx, HS_ERR_IO, "%s: injected fault before rename",
 		                    o->final_path);

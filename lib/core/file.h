@@ -19,6 +19,10 @@ struct hs_file {
 	uint64_t size;
 	mode_t mode;
 	const char *path; /* borrowed from the caller */
+	/* Identity and times at open, to notice a file changed under us. */
+	dev_t dev;
+	ino_t ino;
+	int64_t mtime_ns, ctime_ns;
 };
 
 int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path);
@@ -33,6 +37,11 @@ struct hs_out {
 	char *final_path;
 	uint64_t size; /* bytes appended so far */
 	mode_t mode;
+	/* The input this output is made from, or NULL. If it changed since it
+	 * was opened (another process wrote to it while we hashed or waited
+	 * for a remote signature), commit refuses: the output would mix old
+	 * and new content, or silently drop the other writer's change. */
+	const struct hs_file *source;
 };
 
 /* Creates a temp file next to final_path that will get `mode`. */
@@ -43,7 +52,10 @@ int hs_out_write(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t l
 int hs_out_zero(struct hs_ctx *ctx, struct hs_out *o, size_t n);
 /* Overwrites len bytes at off (off + len <= size). */
 int hs_out_pwrite(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len, uint64_t off);
-/* fsyncs, renames over final_path and fsyncs the directory. */
+/* HS_ERR_IO if f's size, times or identity changed since hs_file_open. */
+int hs_file_check_unchanged(struct hs_ctx *ctx, const struct hs_file *f);
+/* fsyncs, renames over final_path and fsyncs the directory; first checks
+ * o->source with hs_file_check_unchanged() when it is set. */
 int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o);
 /* Removes the temp file if not committed; safe on a zeroed or committed o. */
 void hs_out_abort(struct hs_out *o);

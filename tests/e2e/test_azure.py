@@ -329,6 +329,34 @@ class TestErrors(AzureCase):
         self.assertEqual(sha256_file(path), before)
         self.assertLessEqual(self.emu.count("POST", "/keys/", bearer=True), 5)
 
+    def test_file_changed_while_waiting_for_the_vault_is_not_overwritten(self):
+        """Another writer touches the file while the sign request is in flight:
+        hsmsign must refuse to commit rather than drop that change."""
+        import subprocess
+        self.emu.config(latency_ms=3000, only_paths=["/keys/"])
+        path = self.copy("hello64.exe")
+        env = dict(os.environ)
+        env.update(self.env())
+        proc = subprocess.Popen([HSMSIGN, "sign", "-kvu", self.info["https"], "-kvc",
+                                 "codesign-rsa2048", *self.secret_args(), path],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # The log records a request when it is answered: once the certificate
+        # (and its AIA intermediate) have been fetched, the file is hashed
+        # and the 3-second sign request is in flight.
+        for _ in range(500):
+            if any(e["path"].startswith("/aia/") for e in self.emu.log()):
+                break
+            time.sleep(0.02)
+        time.sleep(0.8)
+        with open(path, "ab") as f:
+            f.write(b"appended by someone else")
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 2, err)
+        self.assertIn(b"changed while it was being signed", err)
+        with open(path, "rb") as f:
+            self.assertTrue(f.read().endswith(b"appended by someone else"))
+        self.assertEqual(sorted(os.listdir(self.tmp)), ["cache", "hello64.exe"])
+
     def test_server_errors_are_retried(self):
         self.emu.config(fail_next=2, only_paths=["/keys/"])
         path = self.copy("hello64.exe")
