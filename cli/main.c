@@ -1,4 +1,5 @@
 /* main.c - hsmsign entry point: dispatches to the command table. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -135,6 +136,9 @@ static void no_core_dumps(void)
 int main(int argc, char **argv)
 {
 	no_core_dumps();
+	/* A file-size limit (or quota) must fail a write with EFBIG, which
+	 * ends in a clean error and a removed temp file, not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_INVALID_ARGS;

@@ -60,3 +60,29 @@ class TestAtomic(HsTestCase):
         self.assertRc(r, 0)
         self.assertRc(verify(path), 0)
         self.assertEqual(sorted(os.listdir(self.tmp)), ["hello64.exe"])
+
+
+class TestDiskFull(HsTestCase):
+    """A real write failure (not an injected one): the file-size limit makes
+    writes fail with EFBIG as on a full disk. hsmsign must report it in one
+    line, not be killed by SIGXFSZ, and leave no temp file."""
+
+    def test_file_size_limit(self):
+        import resource
+        import subprocess
+        from hslib import HSMSIGN, key_args, lines
+        path = self.copy("symtab64.exe")
+        before = sha256_file(path)
+        limit = os.path.getsize(path) // 2
+
+        def small_files():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        r = subprocess.run([HSMSIGN, "sign", *key_args(), path], capture_output=True,
+                           preexec_fn=small_files)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        err = lines(r.stderr)
+        self.assertEqual(len(err), 1, err)
+        self.assertIn("write failed", err[0])
+        self.assertEqual(sha256_file(path), before)
+        self.assertEqual(os.listdir(self.tmp), ["symtab64.exe"])
