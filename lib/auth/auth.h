@@ -50,6 +50,16 @@ struct hs_azure_cred_opts {
 		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL                                     \
 	}
 
+/* The credential options of o, any options struct (Key Vault, Trusted
+ * Signing) with the same-named fields and `credential` for the kind. */
+#define HS_AZURE_CRED_OPTS_FROM(o)                                                                 \
+	{                                                                                          \
+		.kind = (o)->credential, .access_token = (o)->access_token,                        \
+		.tenant_id = (o)->tenant_id, .client_id = (o)->client_id,                          \
+		.client_secret = (o)->client_secret, .client_cert_path = (o)->client_cert_path,    \
+		.client_cert_password = (o)->client_cert_password, .authority = (o)->authority,    \
+	}
+
 /* http is borrowed and must outlive the credential. */
 int hs_azure_credential_new(struct hs_ctx *ctx, struct hs_http *http,
                             const struct hs_azure_cred_opts *opts,

@@ -184,6 +184,17 @@ unsigned long hs_http_request_count(struct hs_http *http)
 	return n;
 }
 
+/* Copies the common connection options into cfg. */
+void hs_http_config_limits(struct hs_http_config *cfg, const char *ca_file, int max_retries,
+                           long timeout_ms, long max_total_ms, long backoff_base_ms)
+{
+	cfg->ca_file = ca_file;
+	cfg->max_retries = max_retries;
+	cfg->timeout_ms = timeout_ms;
+	cfg->max_total_ms = max_total_ms;
+	cfg->backoff_base_ms = backoff_base_ms;
+}
+
 int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg)
 {
 	static const struct hs_http_config defaults = HS_HTTP_CONFIG_INIT;

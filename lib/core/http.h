@@ -72,6 +72,9 @@ struct hs_ratelimit;
 /* Creates a client; free with hs_http_free(). A client may be used by
  * several threads at once (each with its own ctx); its handles share
  * connections, TLS sessions and DNS answers. */
+/* Fills cfg's TLS roots, retry and timeout limits from a provider's options. */
+void hs_http_config_limits(struct hs_http_config *cfg, const char *ca_file, int max_retries,
+                           long timeout_ms, long max_total_ms, long backoff_base_ms);
 int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg);
 void hs_http_free(struct hs_http *http);
 

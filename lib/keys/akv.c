@@ -476,10 +476,7 @@ out:
 
 static int akv_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct akv_key *k = state;
-
-	*out = X509_chain_up_ref(k->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct akv_key *)state)->chain, out);
 }
 
 static const char *akv_key_id(void *state)
@@ -502,22 +499,6 @@ const struct hs_key_provider hs_key_provider_azure = {
         .concurrent = true,
 };
 
-/* Appends every certificate of each file to chain. */
-static int add_cert_files(struct hs_ctx *ctx, STACK_OF(X509) * chain, const char *const *files)
-{
-	for (size_t i = 0; files != NULL && files[i] != NULL; i++) {
-		STACK_OF(X509) *certs = NULL;
-		int r = hs_load_certs(ctx, files[i], &certs);
-
-		if (r < 0)
-			return r;
-		while (sk_X509_num(certs) > 0)
-			sk_X509_push(chain, sk_X509_shift(certs));
-		sk_X509_free(certs);
-	}
-	return 0;
-}
-
 /* Leaf from the vault (or the HSM's certificate file), then the -ac files,
  * then intermediates found through AIA. */
 static int build_chain(struct hs_ctx *ctx, struct akv_key *k, const struct hs_azure_key_opts *o)
@@ -536,7 +517,7 @@ static int build_chain(struct hs_ctx *ctx, struct akv_key *k, const struct hs_az
 			return hs_error_set(ctx, HS_ERR_INVALID,
 			                    "Managed HSM stores no certificates: give the signing "
 			                    "certificate with --cert FILE");
-		if ((r = add_cert_files(ctx, k->chain, cert_file)) < 0)
+		if ((r = hs_key_add_cert_files(ctx, k->chain, cert_file)) < 0)
 			return r;
 		if (o->key_version != NULL) {
 			k->kid = hs_strprintf("%s/keys/%s/%s", k->vault_url, name, o->key_version);
@@ -548,7 +529,7 @@ static int build_chain(struct hs_ctx *ctx, struct akv_key *k, const struct hs_az
 			sk_X509_push(k->chain, leaf);
 	}
 	if (r < 0 || (r = check_kid(ctx, k)) < 0 ||
-	    (r = add_cert_files(ctx, k->chain, o->extra_certs)) < 0)
+	    (r = hs_key_add_cert_files(ctx, k->chain, o->extra_certs)) < 0)
 		return r;
 	if (o->no_aia)
 		return 0;
@@ -592,24 +573,13 @@ static int parse_vault_url(struct hs_ctx *ctx, struct akv_key *k, const struct h
 static int open_clients(struct hs_ctx *ctx, struct akv_key *k, const struct hs_azure_key_opts *o)
 {
 	struct hs_http_config hc = HS_HTTP_CONFIG_INIT;
-	struct hs_azure_cred_opts co = HS_AZURE_CRED_OPTS_INIT;
+	struct hs_azure_cred_opts co = HS_AZURE_CRED_OPTS_FROM(o);
 	int r;
 
-	hc.ca_file = o->ca_file;
-	hc.max_retries = o->max_retries;
-	hc.timeout_ms = o->timeout_ms;
-	hc.max_total_ms = o->max_total_ms;
-	hc.backoff_base_ms = o->backoff_base_ms;
+	hs_http_config_limits(&hc, o->ca_file, o->max_retries, o->timeout_ms, o->max_total_ms,
+	                      o->backoff_base_ms);
 	if ((r = hs_http_new(ctx, &k->http, &hc)) < 0)
 		return r;
-	co.kind = o->credential;
-	co.access_token = o->access_token;
-	co.tenant_id = o->tenant_id;
-	co.client_id = o->client_id;
-	co.client_secret = o->client_secret;
-	co.client_cert_path = o->client_cert_path;
-	co.client_cert_password = o->client_cert_password;
-	co.authority = o->authority;
 	k->access_token_given = o->access_token != NULL;
 	if (o->tenant_id != NULL && (k->tenant = strdup(o->tenant_id)) == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");

@@ -270,7 +270,7 @@ static int show_certs(struct hs_ctx *ctx, struct akv_key *k, const struct hs_azu
                       X509 *leaf, STACK_OF(X509) * *certs)
 {
 	char *cache;
-	int r = 0;
+	int r;
 
 	if ((*certs = sk_X509_new_null()) == NULL || !X509_up_ref(leaf))
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
@@ -278,16 +278,7 @@ static int show_certs(struct hs_ctx *ctx, struct akv_key *k, const struct hs_azu
 		X509_free(leaf);
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 	}
-	for (size_t i = 0; o->extra_certs != NULL && o->extra_certs[i] != NULL && r == 0; i++) {
-		STACK_OF(X509) *more = NULL;
-
-		if ((r = hs_load_certs(ctx, o->extra_certs[i], &more)) < 0)
-			break;
-		while (sk_X509_num(more) > 0)
-			sk_X509_push(*certs, sk_X509_shift(more));
-		sk_X509_free(more);
-	}
-	if (r < 0 || o->no_aia)
+	if ((r = hs_key_add_cert_files(ctx, *certs, o->extra_certs)) < 0 || o->no_aia)
 		return r;
 	cache = o->aia_cache_dir ? strdup(o->aia_cache_dir) : hs_aia_default_cache_dir();
 	r = hs_aia_complete_chain(ctx, k->http, *certs, cache);

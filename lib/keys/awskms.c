@@ -304,10 +304,7 @@ out:
 
 static int kms_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct kms_key *k = state;
-
-	*out = X509_chain_up_ref(k->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct kms_key *)state)->chain, out);
 }
 
 /* The key's name in its service, for reports. */
@@ -354,7 +351,7 @@ static int kms_check_public_key(struct hs_ctx *ctx, struct kms_key *k)
 	else if ((pub = d2i_PUBKEY(NULL, &p, (long)spki.len)) == NULL)
 		r = hs_error_ssl(ctx, HS_ERR_NETWORK,
 		                 "AWS KMS GetPublicKey: unreadable public key");
-	else if (EVP_PKEY_eq(pub, X509_get0_pubkey(sk_X509_value(k->chain, 0))) != 1)
+	else if (!hs_key_chain_matches(k->chain, pub))
 		r = hs_error_set(ctx, HS_ERR_INVALID,
 		                 "the certificate (--cert) does not belong to AWS KMS key %s: "
 		                 "its public key differs",
@@ -428,29 +425,6 @@ static int kms_endpoint(struct hs_ctx *ctx, struct kms_key *k, const struct hs_a
 	return k->host ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 }
 
-static int kms_load_chain(struct hs_ctx *ctx, struct kms_key *k,
-                          const struct hs_aws_kms_key_opts *o)
-{
-	int r;
-
-	if (o->cert_file == NULL)
-		return hs_error_set(ctx, HS_ERR_INVALID,
-		                    "AWS KMS stores no certificates: give the signing certificate "
-		                    "with --cert FILE");
-	if ((r = hs_load_certs(ctx, o->cert_file, &k->chain)) < 0)
-		return r;
-	for (size_t i = 0; o->extra_certs != NULL && o->extra_certs[i] != NULL; i++) {
-		STACK_OF(X509) *more = NULL;
-
-		if ((r = hs_load_certs(ctx, o->extra_certs[i], &more)) < 0)
-			return r;
-		while (sk_X509_num(more) > 0)
-			sk_X509_push(k->chain, sk_X509_shift(more));
-		sk_X509_free(more);
-	}
-	return 0;
-}
-
 /* A bare name is an alias, as in jsign: "codesign" -> "alias/codesign".
  * Key ids (UUIDs, multi-region "mrk-..."), ARNs and aliases stay. */
 static char *kms_key_name(const char *key)
@@ -476,14 +450,11 @@ static int kms_setup(struct hs_ctx *ctx, struct kms_key *k, const struct hs_aws_
 	    (o->profile && (k->profile = strdup(o->profile)) == NULL) ||
 	    (o->ca_file && (k->ca_file = strdup(o->ca_file)) == NULL))
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	if ((r = kms_load_chain(ctx, k, o)) < 0 || (r = kms_region(ctx, k, o)) < 0 ||
-	    (r = kms_endpoint(ctx, k, o)) < 0)
+	if ((r = hs_key_load_chain(ctx, "AWS KMS", o->cert_file, o->extra_certs, &k->chain)) < 0 ||
+	    (r = kms_region(ctx, k, o)) < 0 || (r = kms_endpoint(ctx, k, o)) < 0)
 		return r;
-	hc.ca_file = o->ca_file;
-	hc.max_retries = o->max_retries;
-	hc.timeout_ms = o->timeout_ms;
-	hc.max_total_ms = o->max_total_ms;
-	hc.backoff_base_ms = o->backoff_base_ms;
+	hs_http_config_limits(&hc, o->ca_file, o->max_retries, o->timeout_ms, o->max_total_ms,
+	                      o->backoff_base_ms);
 	k->backoff_base_ms = o->backoff_base_ms > 0 ? o->backoff_base_ms : 1000;
 	k->throttle_retries = o->max_retries < 0    ? 0
 	                      : o->max_retries == 0 ? KMS_THROTTLE_MAX

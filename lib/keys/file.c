@@ -215,10 +215,7 @@ static int load(struct hs_ctx *ctx, const struct hs_key_file_opts *opts, struct 
 
 static int file_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct file_key *fk = state;
-
-	*out = X509_chain_up_ref(fk->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct file_key *)state)->chain, out);
 }
 
 static int file_sign_digest(struct hs_ctx *ctx, void *state, const EVP_MD *md,

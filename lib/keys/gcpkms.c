@@ -269,7 +269,7 @@ static int gcp_check_public_key(struct hs_ctx *ctx, struct gcp_key *k)
 	if ((bio = BIO_new_mem_buf(pem, -1)) == NULL ||
 	    (pub = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL)) == NULL)
 		r = hs_error_ssl(ctx, HS_ERR_NETWORK, "Cloud KMS: unreadable public key");
-	else if (EVP_PKEY_eq(pub, X509_get0_pubkey(sk_X509_value(k->chain, 0))) != 1)
+	else if (!hs_key_chain_matches(k->chain, pub))
 		r = hs_error_set(
 		        ctx, HS_ERR_INVALID,
 		        "the certificate (--cert) does not belong to Cloud KMS key %s: its "
@@ -382,10 +382,7 @@ out:
 
 static int gcp_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct gcp_key *k = state;
-
-	*out = X509_chain_up_ref(k->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct gcp_key *)state)->chain, out);
 }
 
 /* The key's name in its service, for reports. */
@@ -403,30 +400,6 @@ const struct hs_key_provider hs_key_provider_gcp_kms = {
         .free = gcp_free,
         .key_id = gcp_key_id,
 };
-
-static int gcp_load_chain(struct hs_ctx *ctx, struct gcp_key *k,
-                          const struct hs_gcp_kms_key_opts *o)
-{
-	int r;
-
-	if (o->cert_file == NULL)
-		return hs_error_set(
-		        ctx, HS_ERR_INVALID,
-		        "Cloud KMS stores no certificates: give the signing certificate "
-		        "with --cert FILE");
-	if ((r = hs_load_certs(ctx, o->cert_file, &k->chain)) < 0)
-		return r;
-	for (size_t i = 0; o->extra_certs != NULL && o->extra_certs[i] != NULL; i++) {
-		STACK_OF(X509) *more = NULL;
-
-		if ((r = hs_load_certs(ctx, o->extra_certs[i], &more)) < 0)
-			return r;
-		while (sk_X509_num(more) > 0)
-			sk_X509_push(k->chain, sk_X509_shift(more));
-		sk_X509_free(more);
-	}
-	return 0;
-}
 
 /* Copies the options the key keeps (the token into wiped memory). */
 static int gcp_copy_opts(struct hs_ctx *ctx, struct gcp_key *k, const struct hs_gcp_kms_key_opts *o)
@@ -468,11 +441,8 @@ static int gcp_setup(struct hs_ctx *ctx, struct gcp_key *k, const struct hs_gcp_
 	if ((r = gcp_check_name(ctx, o->key, &has_version)) < 0 ||
 	    (r = gcp_copy_opts(ctx, k, o)) < 0)
 		return r;
-	hc.ca_file = o->ca_file;
-	hc.max_retries = o->max_retries;
-	hc.timeout_ms = o->timeout_ms;
-	hc.max_total_ms = o->max_total_ms;
-	hc.backoff_base_ms = o->backoff_base_ms;
+	hs_http_config_limits(&hc, o->ca_file, o->max_retries, o->timeout_ms, o->max_total_ms,
+	                      o->backoff_base_ms);
 	if ((r = hs_http_new(ctx, &k->http, &hc)) < 0)
 		return r;
 	if (has_version)
@@ -491,8 +461,9 @@ int hs_key_open_gcp_kms(struct hs_ctx *ctx, struct hs_key **out,
 	*out = NULL;
 	if (k == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	if ((r = gcp_load_chain(ctx, k, opts)) < 0 || (r = gcp_setup(ctx, k, opts)) < 0 ||
-	    (r = gcp_check_public_key(ctx, k)) < 0) {
+	if ((r = hs_key_load_chain(ctx, "Cloud KMS", opts->cert_file, opts->extra_certs,
+	                           &k->chain)) < 0 ||
+	    (r = gcp_setup(ctx, k, opts)) < 0 || (r = gcp_check_public_key(ctx, k)) < 0) {
 		gcp_free(k);
 		return r;
 	}

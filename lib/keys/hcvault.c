@@ -336,7 +336,7 @@ static int hcv_check_key(struct hs_ctx *ctx, struct hcv_key *k)
 	if ((bio = BIO_new_mem_buf(pem, -1)) == NULL ||
 	    (pub = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL)) == NULL)
 		r = hs_error_ssl(ctx, HS_ERR_NETWORK, "Vault: unreadable public key");
-	else if (EVP_PKEY_eq(pub, X509_get0_pubkey(sk_X509_value(k->chain, 0))) != 1)
+	else if (!hs_key_chain_matches(k->chain, pub))
 		r = hs_error_set(
 		        ctx, HS_ERR_INVALID,
 		        "the certificate (--cert) does not belong to Vault transit key '%s' "
@@ -423,10 +423,7 @@ out:
 
 static int hcv_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct hcv_key *k = state;
-
-	*out = X509_chain_up_ref(k->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct hcv_key *)state)->chain, out);
 }
 
 /* The key's name in its service, for reports. */
@@ -444,29 +441,6 @@ const struct hs_key_provider hs_key_provider_vault_transit = {
         .free = hcv_free,
         .key_id = hcv_key_id,
 };
-
-static int hcv_load_chain(struct hs_ctx *ctx, struct hcv_key *k,
-                          const struct hs_vault_transit_key_opts *o)
-{
-	int r;
-
-	if (o->cert_file == NULL)
-		return hs_error_set(ctx, HS_ERR_INVALID,
-		                    "Vault transit stores no certificates: give the signing "
-		                    "certificate with --cert FILE");
-	if ((r = hs_load_certs(ctx, o->cert_file, &k->chain)) < 0)
-		return r;
-	for (size_t i = 0; o->extra_certs != NULL && o->extra_certs[i] != NULL; i++) {
-		STACK_OF(X509) *more = NULL;
-
-		if ((r = hs_load_certs(ctx, o->extra_certs[i], &more)) < 0)
-			return r;
-		while (sk_X509_num(more) > 0)
-			sk_X509_push(k->chain, sk_X509_shift(more));
-		sk_X509_free(more);
-	}
-	return 0;
-}
 
 /* Address, mount, key name and namespace; names become URL paths, so only
  * their own alphabet is allowed. */
@@ -519,12 +493,12 @@ int hs_key_open_vault_transit(struct hs_ctx *ctx, struct hs_key **out,
 	*out = NULL;
 	if (k == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	hc.ca_file = opts->ca_file ? opts->ca_file : hcv_env("VAULT_CACERT");
-	hc.max_retries = opts->max_retries;
-	hc.timeout_ms = opts->timeout_ms;
-	hc.max_total_ms = opts->max_total_ms;
-	hc.backoff_base_ms = opts->backoff_base_ms;
-	if ((r = hcv_copy_opts(ctx, k, opts)) < 0 || (r = hcv_load_chain(ctx, k, opts)) < 0 ||
+	hs_http_config_limits(&hc, opts->ca_file ? opts->ca_file : hcv_env("VAULT_CACERT"),
+	                      opts->max_retries, opts->timeout_ms, opts->max_total_ms,
+	                      opts->backoff_base_ms);
+	if ((r = hcv_copy_opts(ctx, k, opts)) < 0 ||
+	    (r = hs_key_load_chain(ctx, "Vault transit", opts->cert_file, opts->extra_certs,
+	                           &k->chain)) < 0 ||
 	    (r = hs_http_new(ctx, &k->http, &hc)) < 0 || (r = hcv_authenticate(ctx, k, opts)) < 0 ||
 	    (r = hcv_check_key(ctx, k)) < 0) {
 		hcv_free(k);

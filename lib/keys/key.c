@@ -239,3 +239,48 @@ int hs_key_ecdsa_p1363_to_der(struct hs_ctx *ctx, const uint8_t *raw, size_t raw
 	OPENSSL_free(der);
 	return ret < 0 ? hs_error_set(ctx, ret, "out of memory") : 0;
 }
+
+/* A new reference to chain for a provider's get_chain. */
+int hs_key_chain_copy(struct hs_ctx *ctx, STACK_OF(X509) * chain, STACK_OF(X509) * *out)
+{
+	*out = X509_chain_up_ref(chain);
+	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+}
+
+/* Appends every certificate of each file to chain. */
+int hs_key_add_cert_files(struct hs_ctx *ctx, STACK_OF(X509) * chain, const char *const *files)
+{
+	for (size_t i = 0; files != NULL && files[i] != NULL; i++) {
+		STACK_OF(X509) *certs = NULL;
+		int r = hs_load_certs(ctx, files[i], &certs);
+
+		if (r < 0)
+			return r;
+		while (sk_X509_num(certs) > 0)
+			sk_X509_push(chain, sk_X509_shift(certs));
+		sk_X509_free(certs);
+	}
+	return 0;
+}
+
+/* Loads the required --cert file, then appends the -ac files. */
+int hs_key_load_chain(struct hs_ctx *ctx, const char *service, const char *cert_file,
+                      const char *const *extra_certs, STACK_OF(X509) * *chain)
+{
+	int r;
+
+	if (cert_file == NULL)
+		return hs_error_set(ctx, HS_ERR_INVALID,
+		                    "%s stores no certificates: give the signing certificate with "
+		                    "--cert FILE",
+		                    service);
+	r = hs_load_certs(ctx, cert_file, chain);
+
+	return r < 0 ? r : hs_key_add_cert_files(ctx, *chain, extra_certs);
+}
+
+/* true when pub is the public key of the chain's signer certificate. */
+bool hs_key_chain_matches(STACK_OF(X509) * chain, EVP_PKEY *pub)
+{
+	return EVP_PKEY_eq(pub, X509_get0_pubkey(sk_X509_value(chain, 0))) == 1;
+}

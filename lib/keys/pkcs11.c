@@ -167,10 +167,7 @@ out:
 
 static int p11_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct p11_key *k = state;
-
-	*out = X509_chain_up_ref(k->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct p11_key *)state)->chain, out);
 }
 
 const struct hs_key_provider hs_key_provider_pkcs11 = {
@@ -393,22 +390,6 @@ static int add_token_issuers(struct hs_ctx *ctx, struct p11_key *k, CK_SESSION_H
 	return r;
 }
 
-/* Appends every certificate of each file to the chain. */
-static int add_cert_files(struct hs_ctx *ctx, struct p11_key *k, const char *const *files)
-{
-	for (size_t i = 0; files != NULL && files[i] != NULL; i++) {
-		STACK_OF(X509) *certs = NULL;
-		int r = hs_load_certs(ctx, files[i], &certs);
-
-		if (r < 0)
-			return r;
-		while (sk_X509_num(certs) > 0)
-			sk_X509_push(k->chain, sk_X509_shift(certs));
-		sk_X509_free(certs);
-	}
-	return 0;
-}
-
 /* The chain: --cert file, else the token's certificate with the key's
  * id plus the token's intermediates; then the extra files. */
 static int load_chain(struct hs_ctx *ctx, struct p11_key *k, CK_SESSION_HANDLE session,
@@ -436,7 +417,7 @@ static int load_chain(struct hs_ctx *ctx, struct p11_key *k, CK_SESSION_HANDLE s
 		    (r = add_token_issuers(ctx, k, session)) < 0)
 			return r;
 	}
-	return add_cert_files(ctx, k, opts->extra_certs);
+	return hs_key_add_cert_files(ctx, k->chain, opts->extra_certs);
 }
 
 /* URI checks that need no module: PIN policy and the object type. */

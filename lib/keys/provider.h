@@ -80,6 +80,17 @@ int hs_key_digest_info(struct hs_ctx *ctx, const EVP_MD *md, const uint8_t *dige
 int hs_key_ecdsa_p1363_to_der(struct hs_ctx *ctx, const uint8_t *raw, size_t raw_len,
                               struct hs_buf *out);
 
+/* A new reference to chain, as get_chain returns it. */
+int hs_key_chain_copy(struct hs_ctx *ctx, STACK_OF(X509) * chain, STACK_OF(X509) * *out);
+/* Appends every certificate of each file (NULL-terminated, or NULL) to chain. */
+int hs_key_add_cert_files(struct hs_ctx *ctx, STACK_OF(X509) * chain, const char *const *files);
+/* Loads cert_file into *chain, then appends the extra_certs files; a NULL
+ * cert_file is an error naming service, which stores no certificates. */
+int hs_key_load_chain(struct hs_ctx *ctx, const char *service, const char *cert_file,
+                      const char *const *extra_certs, STACK_OF(X509) * *chain);
+/* true when pub is the public key of chain[0], the signer certificate. */
+bool hs_key_chain_matches(STACK_OF(X509) * chain, EVP_PKEY *pub);
+
 extern const struct hs_key_provider hs_key_provider_file;
 extern const struct hs_key_provider hs_key_provider_azure;
 extern const struct hs_key_provider hs_key_provider_aws_kms;

@@ -397,10 +397,7 @@ out:
 
 static int ts_get_chain(struct hs_ctx *ctx, void *state, STACK_OF(X509) * *out)
 {
-	struct ts_key *k = state;
-
-	*out = X509_chain_up_ref(k->chain);
-	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	return hs_key_chain_copy(ctx, ((struct ts_key *)state)->chain, out);
 }
 
 /* The key's name in its service, for reports. */
@@ -461,24 +458,13 @@ static int ts_open_clients(struct hs_ctx *ctx, struct ts_key *k,
                            const struct hs_trusted_signing_key_opts *o)
 {
 	struct hs_http_config hc = HS_HTTP_CONFIG_INIT;
-	struct hs_azure_cred_opts co = HS_AZURE_CRED_OPTS_INIT;
+	struct hs_azure_cred_opts co = HS_AZURE_CRED_OPTS_FROM(o);
 	int r;
 
-	hc.ca_file = o->ca_file;
-	hc.max_retries = o->max_retries;
-	hc.timeout_ms = o->timeout_ms;
-	hc.max_total_ms = o->max_total_ms;
-	hc.backoff_base_ms = o->backoff_base_ms;
+	hs_http_config_limits(&hc, o->ca_file, o->max_retries, o->timeout_ms, o->max_total_ms,
+	                      o->backoff_base_ms);
 	if ((r = hs_http_new(ctx, &k->http, &hc)) < 0)
 		return r;
-	co.kind = o->credential;
-	co.access_token = o->access_token;
-	co.tenant_id = o->tenant_id;
-	co.client_id = o->client_id;
-	co.client_secret = o->client_secret;
-	co.client_cert_path = o->client_cert_path;
-	co.client_cert_password = o->client_cert_password;
-	co.authority = o->authority;
 	return hs_azure_credential_new(ctx, k->http, &co, &k->cred);
 }
 

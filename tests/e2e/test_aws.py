@@ -3,15 +3,11 @@ type, every credential source, the errors and throttling. Each signature
 is checked by hsmsign verify, osslsigncode and (SHA-256) sbverify; the
 emulator checks SigV4 on every KMS call independently of the product."""
 import os
-import sys
 import unittest
 
-from hslib import (HSMSIGN, HsTestCase, ROOT_CA, lines, osslsigncode_verify,
-                   pki, read, run, sbverify)
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "servers"))
-from aws_emu import AwsEmulator  # noqa: E402
+from cloudlib import EmulatorCase
+from hslib import HSMSIGN, ROOT_CA, osslsigncode_verify, pki, read, run
+from aws_emu import AwsEmulator  # via cloudlib
 
 REGION = "us-east-2"
 ACCOUNT = "111122223333"
@@ -40,21 +36,9 @@ def emu_config():
             "ecs_token": "ecs-auth-token"}
 
 
-class AwsCase(HsTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = AwsEmulator(emu_config()).__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        with self.emu.state.lock:
-            self.emu.state.log.clear()
-            self.emu.state.knobs.clear()
+class AwsCase(EmulatorCase):
+    emulator_class = AwsEmulator
+    emu_config = staticmethod(emu_config)
 
     def env(self, creds=True, **extra):
         """A clean AWS environment: nothing from the real machine."""
@@ -75,15 +59,6 @@ class AwsCase(HsTestCase):
         return run([HSMSIGN, "sign", "--aws-kms-key", key, "--cert",
                     pki(leaf + "-chain.pem"), "-fd", digest, *args, path],
                    env=env if env is not None else self.env())
-
-    def assertVerifies(self, path, sha256=True):
-        r = run([HSMSIGN, "verify", "--ca-file", ROOT_CA, path])
-        self.assertRc(r, 0, "hsmsign verify")
-        ok, out = osslsigncode_verify(path)
-        self.assertTrue(ok, out)
-        if sha256:
-            ok, out = sbverify(path)
-            self.assertTrue(ok, out)
 
     def signed_with(self, env, *args):
         path = self.copy("hello64.exe")

@@ -6,15 +6,11 @@ sbverify."""
 import gzip
 import json
 import os
-import sys
 import unittest
 
-from hslib import (HSMSIGN, HsTestCase, ROOT_CA, osslsigncode_verify, pki,
-                   read, run, sbverify)
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "servers"))
-from gcp_emu import GcpEmulator  # noqa: E402
+from cloudlib import EmulatorCase
+from hslib import HSMSIGN, ROOT_CA, pki, read, run
+from gcp_emu import GcpEmulator  # via cloudlib
 
 RING = "projects/demo/locations/europe-west1/keyRings/signing"
 TOKEN = "ya29.fixed-test-token"
@@ -64,21 +60,9 @@ def emu_config():
                               pki("root.pem")]}
 
 
-class GcpCase(HsTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = GcpEmulator(emu_config()).__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        with self.emu.state.lock:
-            self.emu.state.log.clear()
-            self.emu.state.knobs.clear()
+class GcpCase(EmulatorCase):
+    emulator_class = GcpEmulator
+    emu_config = staticmethod(emu_config)
 
     def env(self, token=True, **extra):
         env = {k: "" for k in os.environ
@@ -99,22 +83,6 @@ class GcpCase(HsTestCase):
                     k if k.startswith("projects/") else key(k), "--cert",
                     pki(leaf + "-chain.pem"), "-fd", digest, *targs, *args,
                     path], env=env if env is not None else self.env())
-
-    def assertVerifies(self, path, sha256=True):
-        self.assertRc(run([HSMSIGN, "verify", "--ca-file", ROOT_CA, path]), 0)
-        ok, out = osslsigncode_verify(path)
-        self.assertTrue(ok, out)
-        if sha256:
-            ok, out = sbverify(path)
-            self.assertTrue(ok, out)
-
-    def assertFailsCleanly(self, r, rc, *words, path=None, before=None):
-        self.assertRc(r, rc)
-        self.assertOneErrorLine(r)
-        for w in words:
-            self.assertIn(w, r.stderr.decode())
-        if path is not None:
-            self.assertEqual(read(path), before)
 
 
 class TestKeys(GcpCase):

@@ -5,15 +5,12 @@ PKCS#7 chain (shuffled), both error shapes, throttling, failed
 operations, a certificate renewed mid-run. Results are verified with
 hsmsign, osslsigncode and sbverify."""
 import os
-import sys
 import unittest
 
-from hslib import HSMSIGN, HsTestCase, ROOT_CA, pki, read, run, sbverify
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "servers"))
-from trusted_emu import TrustedEmulator  # noqa: E402
-from tsa_client import Tsa  # noqa: E402
+from cloudlib import EmulatorCase
+from hslib import HSMSIGN, ROOT_CA, pki, read, run, sbverify
+from trusted_emu import TrustedEmulator  # via cloudlib
+from tsa_client import Tsa  # via cloudlib
 
 CLIENT = "66666666-6666-6666-6666-666666666666"
 TENANT = "77777777-7777-7777-7777-777777777777"
@@ -30,23 +27,23 @@ def emu_config():
             "rotated_chain": [pki("leaf-rsa3072.pem"), pki("intermediate.pem")]}
 
 
-class TrustedCase(HsTestCase):
+class TrustedCase(EmulatorCase):
+    emulator_class = TrustedEmulator
+    emu_config = staticmethod(emu_config)
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.emu = TrustedEmulator(emu_config()).__enter__()
         cls.tsa = Tsa().start()
 
     @classmethod
     def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
+        super().tearDownClass()
         cls.tsa.stop()
 
     def setUp(self):
         super().setUp()
         with self.emu.state.lock:
-            self.emu.state.log.clear()
-            self.emu.state.knobs.clear()
             self.emu.state.signed = 0
 
     def env(self, **extra):
@@ -79,14 +76,6 @@ class TrustedCase(HsTestCase):
         self.assertIn("Signature verification: ok", out)
         ok, out = sbverify(path)
         self.assertTrue(ok, out)
-
-    def assertFailsCleanly(self, r, rc, *words, path=None, before=None):
-        self.assertRc(r, rc)
-        self.assertOneErrorLine(r)
-        for w in words:
-            self.assertIn(w, r.stderr.decode())
-        if path is not None:
-            self.assertEqual(read(path), before)
 
 
 class TestSigning(TrustedCase):

@@ -4,15 +4,11 @@ key versions, token / AppRole / JWT (GitHub OIDC) / ~/.vault-token auth,
 errors, throttling and a sealed Vault. Signatures are checked by hsmsign
 verify, osslsigncode and (SHA-256) sbverify."""
 import os
-import sys
 import unittest
 
-from hslib import (HSMSIGN, HsTestCase, ROOT_CA, osslsigncode_verify, pki,
-                   read, run, sbverify)
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "servers"))
-from vault_emu import VaultEmulator  # noqa: E402
+from cloudlib import EmulatorCase
+from hslib import HSMSIGN, pki, read, run
+from vault_emu import VaultEmulator  # via cloudlib
 
 TOKEN = "hvs.static-test-token"
 
@@ -33,21 +29,9 @@ def emu_config():
     }
 
 
-class VaultCase(HsTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = VaultEmulator(emu_config()).__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        with self.emu.state.lock:
-            self.emu.state.log.clear()
-            self.emu.state.knobs.clear()
+class VaultCase(EmulatorCase):
+    emulator_class = VaultEmulator
+    emu_config = staticmethod(emu_config)
 
     def env(self, token=True, **extra):
         env = {k: "" for k in os.environ
@@ -64,22 +48,6 @@ class VaultCase(HsTestCase):
         return run([HSMSIGN, "sign", "--vault-transit-key", key, "--cert",
                     pki(leaf + "-chain.pem"), "-fd", digest, *args, path],
                    env=env if env is not None else self.env())
-
-    def assertVerifies(self, path, sha256=True):
-        self.assertRc(run([HSMSIGN, "verify", "--ca-file", ROOT_CA, path]), 0)
-        ok, out = osslsigncode_verify(path)
-        self.assertTrue(ok, out)
-        if sha256:
-            ok, out = sbverify(path)
-            self.assertTrue(ok, out)
-
-    def assertFailsCleanly(self, r, rc, *words, path=None, before=None):
-        self.assertRc(r, rc)
-        self.assertOneErrorLine(r)
-        for w in words:
-            self.assertIn(w, r.stderr.decode())
-        if path is not None:
-            self.assertEqual(read(path), before)
 
 
 class TestKeys(VaultCase):

@@ -17,21 +17,19 @@ throttle_next, fail_next_500, corrupt_next, deny_sign, short_expiry
 returns every request as {path, target, status, access_key, source}.
 Route prefixes: / (KMS), /sts/, /github/token, /ecs/creds, /latest/ (IMDS).
 """
-import argparse
 import base64
 import datetime
 import hashlib
 import hmac
-import http.server
 import json
 import secrets
-import sys
-import threading
 import urllib.parse
 import uuid
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+import emu_base
 
 DIGESTS = {"SHA_256": hashes.SHA256, "SHA_384": hashes.SHA384,
            "SHA_512": hashes.SHA512}
@@ -66,9 +64,9 @@ def sigv4_signature(secret, method, path, query, headers, signed, body,
     return hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
 
 
-class State:
+class State(emu_base.EmuState):
     def __init__(self, config):
-        self.lock = threading.Lock()
+        super().__init__()
         self.region = config.get("region", "us-east-2")
         self.account = config.get("account", "111122223333")
         self.creds = {k: (v, None) for k, v in
@@ -78,8 +76,6 @@ class State:
         self.gh_request_token = config.get("github_request_token")
         self.ecs_token = config.get("ecs_token")
         self.imds_tokens = set()
-        self.knobs = {}
-        self.log = []
         self.keys = []
         for k in config.get("keys", []):
             with open(k["key_file"], "rb") as f:
@@ -136,18 +132,10 @@ def key_algorithms(priv):
     return spec, [EC_ALGS[curve]]
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(emu_base.EmuHandler):
     server_version = "aws-emu"
 
-    def log_message(self, fmt, *args):
-        pass
-
     # ------------------------------------------------------------ plumbing
-    def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
     def send(self, status, body, ctype="application/x-amz-json-1.1",
              extra=None):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -166,10 +154,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             st.log.append({"path": self.path, "method": self.command,
                            "target": target, "status": status,
                            "access_key": access_key, "source": source})
-
-    @property
-    def st(self):
-        return self.server.state
 
     # ------------------------------------------------------------ routing
     def do_GET(self):
@@ -447,55 +431,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(404, b"", "text/plain")
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, config):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.state = State(config)
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.server_address[1]
+class Server(emu_base.EmuServer):
+    handler, state_class = Handler, State
 
 
-class AwsEmulator:
+class AwsEmulator(emu_base.Emulator):
     """In-process emulator for tests: with AwsEmulator(cfg) as emu: emu.url."""
 
-    def __init__(self, config):
-        self.server = Server(config)
-        self.url = self.server.url
-        self.state = self.server.state
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def knobs(self, **kw):
-        with self.state.lock:
-            self.state.knobs.update(kw)
+    server_class = Server
 
     def calls(self, target=None, status=None):
-        with self.state.lock:
-            return [e for e in self.state.log
-                    if (target is None or e["target"] == target) and
-                    (status is None or e["status"] == status)]
+        return self.select("target", target, status)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    args = ap.parse_args(argv)
-    with open(args.config) as f:
-        server = Server(json.load(f))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"url": server.url}), flush=True)
-    sys.stdin.read()  # exit when the parent goes away
-    server.shutdown()
+    emu_base.serve_main(Server, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import socket
 import ssl
-import stat
 import sys
 import threading
 import time
@@ -37,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import (AuthorityInformationAccessOID,
                                    ExtendedKeyUsageOID, NameOID)
+
+import emu_base
 
 VAULT_RESOURCE = "https://vault.azure.net"
 MHSM_RESOURCE = "https://managedhsm.azure.net"
@@ -1807,24 +1807,6 @@ class Server(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def watch_stdin(stop):
-    try:
-        mode = os.fstat(0).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-        return                  # tty, /dev/null or a file: nothing to watch
-
-    def run():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        stop.set()
-    threading.Thread(target=run, daemon=True, name="stdin-watch").start()
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--state-dir", required=True)
@@ -1842,11 +1824,7 @@ def main(argv=None):
             config = json.load(f)
     os.makedirs(args.state_dir, exist_ok=True)
 
-    stop = threading.Event()
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, lambda *_: stop.set())
-    if not args.no_stdin_watch:
-        watch_stdin(stop)
+    stop = emu_base.stop_event(watch=not args.no_stdin_watch)
 
     emu = Emulator(args.state_dir, args.mode, config, args.key_cache)
 

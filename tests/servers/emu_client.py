@@ -21,10 +21,11 @@ import shutil
 import ssl
 import subprocess
 import tempfile
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+
+import emu_base
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMULATOR = os.path.join(HERE, "azure_emu.py")
@@ -89,36 +90,18 @@ class Emulator:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE,
                                      stderr=self._stderr)
-        line = []
-        reader = threading.Thread(
-            target=lambda: line.append(self.proc.stdout.readline()),
-            daemon=True)
-        reader.start()
-        reader.join(self.start_timeout)
-        if not line or not line[0]:
+        line = emu_base.read_ready_line(self.proc, self.start_timeout)
+        if not line:
             self.stop()
             raise EmulatorError("emulator did not start: %s" %
                                 self.stderr_text()[-2000:])
-        self.info = json.loads(line[0])
+        self.info = json.loads(line)
         self._ctx = ssl.create_default_context(cafile=self.info["tls_ca"])
         return self
 
     def stop(self):
         if self.proc is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc.stdout.close()
+            emu_base.stop_child(self.proc)
             self.proc = None
             self._stderr.close()
         if self._own_dir and not self.keep:

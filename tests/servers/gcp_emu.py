@@ -14,21 +14,19 @@ service_account {email, key_file}, wif_provider, github_request_token,
 access_tokens [...]. Knobs (GcpEmulator.knobs): throttle_next,
 fail_next_500, corrupt_crc, unverified, deny.
 """
-import argparse
 import base64
 import datetime
 import gzip
 import hashlib
-import http.server
 import json
 import secrets
-import sys
-import threading
 import time
 import urllib.parse
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+
+import emu_base
 
 GH_PREFIX = "https://iam.googleapis.com/"
 DIGEST_INFO = {  # DER prefixes of DigestInfo (RFC 8017 section 9.2 note 1)
@@ -74,10 +72,9 @@ class GcpError(Exception):
         self.code, self.status, self.message = code, status, message
 
 
-class State:
+class State(emu_base.EmuState):
     def __init__(self, config):
-        self.lock = threading.Lock()
-        self.knobs, self.log = {}, []
+        super().__init__()
         self.tokens = {t: "fixed" for t in config.get("access_tokens", [])}
         self.federated = set()
         self.gh_tokens = set()
@@ -106,13 +103,6 @@ class State:
                                        "level": v.get("protection", "HSM")}
                 self.keys[k["name"]].append(name)
 
-    def knob(self, name):
-        with self.lock:
-            n = self.knobs.get(name, 0)
-            if n and isinstance(n, int) and not isinstance(n, bool):
-                self.knobs[name] = n - 1
-            return bool(n)
-
     def issue(self, kind):
         tok = "ya29." + secrets.token_urlsafe(40)
         with self.lock:
@@ -120,30 +110,10 @@ class State:
         return tok
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    @property
-    def st(self):
-        return self.server.state
-
-    def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
-
+class Handler(emu_base.EmuHandler):
     def send(self, status, obj, what, kind=None):
-        data = json.dumps(obj).encode()
-        with self.st.lock:
-            self.st.log.append({"what": what, "status": status,
-                                "token_kind": kind, "body": obj})
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, obj, {"what": what, "status": status,
+                                     "token_kind": kind, "body": obj})
 
     def gerror(self, e, what):
         self.send(e.code, {"error": {"code": e.code, "message": e.message,
@@ -401,49 +371,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(200, {"count": 1, "value": jwt}, "github")
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, config):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.state = State(config)
-        self.url = "http://127.0.0.1:%d" % self.server_address[1]
+class Server(emu_base.EmuServer):
+    handler, state_class = Handler, State
 
 
-class GcpEmulator:
-    def __init__(self, config):
-        self.server = Server(config)
-        self.url, self.state = self.server.url, self.server.state
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def knobs(self, **kw):
-        with self.state.lock:
-            self.state.knobs.update(kw)
-
-    def calls(self, what=None, status=None):
-        with self.state.lock:
-            return [e for e in self.state.log
-                    if (what is None or e["what"] == what) and
-                    (status is None or e["status"] == status)]
+class GcpEmulator(emu_base.Emulator):
+    server_class = Server
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    args = ap.parse_args(argv)
-    with open(args.config) as f:
-        server = Server(json.load(f))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"url": server.url}), flush=True)
-    sys.stdin.read()
-    server.shutdown()
+    emu_base.serve_main(Server, __doc__, argv)
 
 
 if __name__ == "__main__":

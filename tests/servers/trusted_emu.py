@@ -13,19 +13,17 @@ client_secret, key_file, chain [PEM files, leaf first], rotated_key_file,
 rotated_chain. Knobs: polls (InProgress answers before the result),
 nested, colon_only, deny, fail_op, rotate, throttle_next.
 """
-import argparse
 import base64
 import json
 import secrets
-import sys
-import threading
 import urllib.parse
-import http.server
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, utils
 from cryptography.hazmat.primitives.serialization import pkcs7
+
+import emu_base
 
 SCOPE = "https://codesigning.azure.net/.default"
 ALGS = {"RS256": hashes.SHA256, "RS384": hashes.SHA384,
@@ -45,10 +43,10 @@ def load_identity(key_file, chain_files):
     return key, base64.b64encode(inner).decode()
 
 
-class State:
+class State(emu_base.EmuState):
     def __init__(self, config):
-        self.lock = threading.Lock()
-        self.knobs, self.log, self.ops = {}, [], {}
+        super().__init__()
+        self.ops = {}
         self.cfg = config
         self.tokens = set()
         self.identity = load_identity(config["key_file"], config["chain"])
@@ -57,44 +55,17 @@ class State:
             if config.get("rotated_key_file") else None
         self.signed = 0
 
-    def knob(self, name):
-        with self.lock:
-            n = self.knobs.get(name, 0)
-            if n and isinstance(n, int) and not isinstance(n, bool):
-                self.knobs[name] = n - 1
-            return bool(n)
 
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    @property
-    def st(self):
-        return self.server.state
-
+class Handler(emu_base.EmuHandler):
     def send(self, status, obj, what):
-        data = json.dumps(obj).encode()
-        with self.st.lock:
-            self.st.log.append({"what": what, "status": status,
-                                "path": self.path})
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, obj, {"what": what, "status": status,
+                                     "path": self.path})
 
     def error(self, status, code, message, what, legacy=False):
         body = {"errorDetail": {"code": code, "message": message,
                                 "target": None}} if legacy else \
             {"error": {"code": code, "message": message, "details": []}}
         self.send(status, body, what)
-
-    def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
 
     def do_POST(self):
         p = urllib.parse.urlsplit(self.path)
@@ -188,49 +159,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(202, self.shape(op["id"], "InProgress"), "sign")
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, config):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.state = State(config)
-        self.url = "http://127.0.0.1:%d" % self.server_address[1]
+class Server(emu_base.EmuServer):
+    handler, state_class = Handler, State
 
 
-class TrustedEmulator:
-    def __init__(self, config):
-        self.server = Server(config)
-        self.url, self.state = self.server.url, self.server.state
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def knobs(self, **kw):
-        with self.state.lock:
-            self.state.knobs.update(kw)
-
-    def calls(self, what=None, status=None):
-        with self.state.lock:
-            return [e for e in self.state.log
-                    if (what is None or e["what"] == what) and
-                    (status is None or e["status"] == status)]
+class TrustedEmulator(emu_base.Emulator):
+    server_class = Server
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    args = ap.parse_args(argv)
-    with open(args.config) as f:
-        server = Server(json.load(f))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"url": server.url}), flush=True)
-    sys.stdin.read()
-    server.shutdown()
+    emu_base.serve_main(Server, __doc__, argv)
 
 
 if __name__ == "__main__":

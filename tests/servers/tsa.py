@@ -18,9 +18,7 @@ import hashlib
 import http.server
 import json
 import os
-import signal
 import socketserver
-import stat
 import sys
 import threading
 import time
@@ -30,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import emu_base
 
 OID_DATA = "1.2.840.113549.1.7.1"
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -441,34 +441,12 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
-def watch_stdin(stop):
-    try:
-        mode = os.fstat(0).st_mode
-    except OSError:
-        return
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-        return
-
-    def run():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        stop.set()
-    threading.Thread(target=run, daemon=True).start()
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--no-stdin-watch", action="store_true")
     args = ap.parse_args(argv)
-    stop = threading.Event()
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, lambda *_: stop.set())
-    if not args.no_stdin_watch:
-        watch_stdin(stop)
+    stop = emu_base.stop_event(watch=not args.no_stdin_watch)
     Handler.tsa = Tsa(args.state_dir)
     srv = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},

@@ -16,9 +16,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import urllib.parse
 import urllib.request
+
+import emu_base
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "tsa.py")
@@ -41,29 +42,16 @@ class Tsa:
         self.proc = subprocess.Popen(
             [PYTHON, SERVER, "--state-dir", os.path.join(self.dir, "tsa")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
-        line = []
-        t = threading.Thread(target=lambda: line.append(
-            self.proc.stdout.readline()), daemon=True)
-        t.start()
-        t.join(self.start_timeout)
-        if not line or not line[0]:
+        line = emu_base.read_ready_line(self.proc, self.start_timeout)
+        if not line:
             self.stop()
             raise TsaError("tsa.py did not start")
-        self.info = json.loads(line[0])
+        self.info = json.loads(line)
         return self
 
     def stop(self):
         if self.proc is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc.stdout.close()
+            emu_base.stop_child(self.proc, terminate=False)
             self._stderr.close()
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -12,17 +12,15 @@ Config: keys [{name, versions: [key_file, ...]}], mount (default
 audience}, github_request_token. Knobs: deny, throttle_next, sealed_next,
 corrupt_next.
 """
-import argparse
 import base64
 import json
 import secrets
-import sys
-import threading
 import urllib.parse
-import http.server
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+import emu_base
 
 HASHES = {"sha1": hashes.SHA1, "sha2-256": hashes.SHA256,
           "sha2-384": hashes.SHA384, "sha2-512": hashes.SHA512}
@@ -41,10 +39,9 @@ def key_type(priv):
             "secp521r1": "ecdsa-p521"}[priv.curve.name]
 
 
-class State:
+class State(emu_base.EmuState):
     def __init__(self, config):
-        self.lock = threading.Lock()
-        self.knobs, self.log = {}, []
+        super().__init__()
         self.mount = config.get("mount", "transit")
         self.tokens = {t: "static" for t in config.get("tokens", [])}
         self.approle = config.get("approle")
@@ -59,13 +56,6 @@ class State:
                     vs.append(serialization.load_pem_private_key(f.read(), None))
             self.keys[k["name"]] = vs
 
-    def knob(self, name):
-        with self.lock:
-            n = self.knobs.get(name, 0)
-            if n and isinstance(n, int) and not isinstance(n, bool):
-                self.knobs[name] = n - 1
-            return bool(n)
-
     def issue(self, kind):
         tok = "hvs." + secrets.token_urlsafe(24)
         with self.lock:
@@ -73,26 +63,10 @@ class State:
         return tok
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    @property
-    def st(self):
-        return self.server.state
-
+class Handler(emu_base.EmuHandler):
     def send(self, status, obj, what, kind=None, req=None):
-        data = json.dumps(obj).encode()
-        with self.st.lock:
-            self.st.log.append({"what": what, "status": status,
-                                "token_kind": kind, "request": req})
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, obj, {"what": what, "status": status,
+                                     "token_kind": kind, "request": req})
 
     def token_kind(self):
         kind = self.st.tokens.get(self.headers.get("X-Vault-Token", ""))
@@ -226,49 +200,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(200, {"count": 1, "value": jwt}, "github")
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, config):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.state = State(config)
-        self.url = "http://127.0.0.1:%d" % self.server_address[1]
+class Server(emu_base.EmuServer):
+    handler, state_class = Handler, State
 
 
-class VaultEmulator:
-    def __init__(self, config):
-        self.server = Server(config)
-        self.url, self.state = self.server.url, self.server.state
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def knobs(self, **kw):
-        with self.state.lock:
-            self.state.knobs.update(kw)
-
-    def calls(self, what=None, status=None):
-        with self.state.lock:
-            return [e for e in self.state.log
-                    if (what is None or e["what"] == what) and
-                    (status is None or e["status"] == status)]
+class VaultEmulator(emu_base.Emulator):
+    server_class = Server
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    args = ap.parse_args(argv)
-    with open(args.config) as f:
-        server = Server(json.load(f))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"url": server.url}), flush=True)
-    sys.stdin.read()
-    server.shutdown()
+    emu_base.serve_main(Server, __doc__, argv)
 
 
 if __name__ == "__main__":
