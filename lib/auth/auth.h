@@ -81,4 +81,14 @@ int hs_azure_credential_token(struct hs_ctx *ctx, struct hs_azure_credential *cr
  * "default" before the first token. Static string. */
 const char *hs_azure_credential_source(const struct hs_azure_credential *cred);
 
+/*
+ * The GitHub Actions job's OIDC token (protocols.md 3) from request_url and
+ * request_token (ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN), for `audience` (plain
+ * text, NULL for GitHub's default). *jwt is secret memory: free it with an
+ * OPENSSL_clear_free()-style wipe (hs_secret_free). Used by every provider
+ * that exchanges GitHub identity for a cloud token (Entra, AWS STS, Vault).
+ */
+int hs_github_oidc_token(struct hs_ctx *ctx, struct hs_http *http, const char *request_url,
+                         const char *request_token, const char *audience, char **jwt);
+
 #endif /* HS_AUTH_H */

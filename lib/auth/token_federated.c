@@ -13,7 +13,7 @@
 #include "auth/source.h"
 
 #define FED_TOKEN_FILE_MAX (64 * 1024)
-#define GH_AUDIENCE        "api%3A%2F%2FAzureADTokenExchange"
+#define GH_AUDIENCE        "api://AzureADTokenExchange"
 
 /* Trims surrounding whitespace of a NUL-terminated buffer in place. */
 static char *fed_trim(char *s)
@@ -100,26 +100,28 @@ static int github_create(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, bool
 	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 }
 
-/* The GitHub OIDC request URL with our audience, and the bearer header (secret). */
-static int github_request_parts(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, char **url,
+/* The GitHub OIDC request URL with the audience (if any), and the bearer
+ * header (secret memory). */
+static int github_request_parts(struct hs_ctx *ctx, const char *request_url,
+                                const char *request_token, const char *audience, char **url,
                                 char **auth_header)
 {
-	size_t n = strlen(cfg->gh_request_url) + sizeof("&audience=" GH_AUDIENCE);
+	char *aud = audience ? hs_http_urlencode(audience) : NULL;
+	size_t n = strlen(request_token) + sizeof("Authorization: Bearer ");
 
 	*auth_header = NULL;
-	if ((*url = malloc(n)) == NULL)
+	*url = aud ? hs_strprintf("%s%saudience=%s", request_url,
+	                          strchr(request_url, '?') ? "&" : "?", aud)
+	           : (audience ? NULL : strdup(request_url));
+	free(aud);
+	if (*url == NULL || (*auth_header = OPENSSL_secure_malloc(n)) == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	snprintf(*url, n, "%s%saudience=%s", cfg->gh_request_url,
-	         strchr(cfg->gh_request_url, '?') ? "&" : "?", GH_AUDIENCE);
-	n = strlen(cfg->gh_request_token) + sizeof("Authorization: Bearer ");
-	if ((*auth_header = OPENSSL_secure_malloc(n)) == NULL)
-		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	snprintf(*auth_header, n, "Authorization: Bearer %s", cfg->gh_request_token);
+	snprintf(*auth_header, n, "Authorization: Bearer %s", request_token);
 	return 0;
 }
 
-/* Fetches the job's OIDC token (secret memory). */
-static int github_id_token(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, char **jwt)
+int hs_github_oidc_token(struct hs_ctx *ctx, struct hs_http *http, const char *request_url,
+                         const char *request_token, const char *audience, char **jwt)
 {
 	const char *headers[3] = {NULL, "Accept: application/json", NULL};
 	struct hs_http_request req = {.method = "GET", .headers = headers};
@@ -129,11 +131,12 @@ static int github_id_token(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, ch
 	int r;
 
 	*jwt = NULL;
-	if ((r = github_request_parts(ctx, cfg, &url, &auth_header)) < 0)
+	if ((r = github_request_parts(ctx, request_url, request_token, audience, &url,
+	                              &auth_header)) < 0)
 		goto out;
 	headers[0] = auth_header;
 	req.url = url;
-	if ((r = hs_http_send(ctx, cfg->http, &req, &resp)) < 0)
+	if ((r = hs_http_send(ctx, http, &req, &resp)) < 0)
 		goto out;
 	if (resp.status != 200) {
 		hs_auth_error_text(text, sizeof(text), &resp.body);
@@ -156,7 +159,8 @@ static int github_get(struct hs_ctx *ctx, struct hs_token_source *src, const cha
 	char *jwt = NULL;
 	int r;
 
-	if ((r = github_id_token(ctx, src->cfg, &jwt)) < 0)
+	if ((r = hs_github_oidc_token(ctx, src->cfg->http, src->cfg->gh_request_url,
+	                              src->cfg->gh_request_token, GH_AUDIENCE, &jwt)) < 0)
 		goto out;
 	r = hs_entra_token(ctx, src->cfg, tenant, scope, NULL, jwt, token, expires_at);
 out:

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include "auth/auth.h"
 #include "aws.h"
 #include "cloud_parse.h"
 
@@ -403,39 +404,9 @@ out:
 /* The job's GitHub Actions OIDC token for audience sts.amazonaws.com. */
 static int aws_github_jwt(struct hs_ctx *ctx, struct hs_http *http, char **jwt)
 {
-	const char *base = aws_env("ACTIONS_ID_TOKEN_REQUEST_URL");
-	const char *bearer = aws_env("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
-	char *url = hs_strprintf("%s%saudience=%s", base, strchr(base, '?') ? "&" : "?",
-	                         GH_AWS_AUDIENCE);
-	char *auth = hs_strprintf("Authorization: Bearer %s", bearer);
-	const char *headers[] = {auth, "Accept: application/json", NULL};
-	struct hs_http_request req = {.method = "GET", .url = url, .headers = headers};
-	struct hs_http_response resp = {0};
-	json_t *j = NULL;
-	const char *value;
-	int r;
-
-	*jwt = NULL;
-	if (url == NULL || auth == NULL) {
-		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	if ((r = hs_http_send(ctx, http, &req, &resp)) < 0)
-		goto out;
-	j = json_loadb((const char *)resp.body.data, resp.body.len, 0, NULL);
-	value = json_string_value(json_object_get(j, "value"));
-	if (resp.status != 200 || value == NULL)
-		r = hs_error_set(ctx, HS_ERR_AUTH,
-		                 "GitHub Actions OIDC token request failed (HTTP %ld)",
-		                 resp.status);
-	else if ((*jwt = strdup(value)) == NULL)
-		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-out:
-	json_decref(j);
-	hs_http_response_free(&resp);
-	aws_secret_free(auth);
-	free(url);
-	return r;
+	return hs_github_oidc_token(ctx, http, aws_env("ACTIONS_ID_TOKEN_REQUEST_URL"),
+	                            aws_env("ACTIONS_ID_TOKEN_REQUEST_TOKEN"), GH_AWS_AUDIENCE,
+	                            jwt);
 }
 
 static int aws_from_github(struct hs_ctx *ctx, struct hs_http *http, const char *region,

@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "auth/auth.h"
 #include "core/codec.h"
 #include "core/http.h"
 #include "cloud_parse.h"
@@ -190,19 +191,11 @@ out:
 	return r;
 }
 
-/* The GitHub Actions OIDC token (audience optional), malloc'd secret. */
+/* The GitHub Actions OIDC token (audience optional), secret memory. */
 static int hcv_github_jwt(struct hs_ctx *ctx, struct hcv_key *k, const char *audience, char **jwt)
 {
 	const char *base = hcv_env("ACTIONS_ID_TOKEN_REQUEST_URL");
 	const char *bearer = hcv_env("ACTIONS_ID_TOKEN_REQUEST_TOKEN");
-	char *aud = audience ? hs_http_urlencode(audience) : NULL;
-	char *url = NULL, *auth = NULL;
-	const char *headers[3] = {NULL, "Accept: application/json", NULL};
-	struct hs_http_request req = {.method = "GET", .headers = headers};
-	struct hs_http_response resp = {0};
-	json_t *j = NULL;
-	const char *value;
-	int r;
 
 	*jwt = NULL;
 	if (base == NULL || bearer == NULL)
@@ -210,32 +203,7 @@ static int hcv_github_jwt(struct hs_ctx *ctx, struct hcv_key *k, const char *aud
 		                    "Vault JWT login needs GitHub Actions OIDC "
 		                    "(ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN; permissions: id-token: "
 		                    "write)");
-	url = aud ? hs_strprintf("%s%saudience=%s", base, strchr(base, '?') ? "&" : "?", aud)
-	          : strdup(base);
-	auth = hs_strprintf("Authorization: Bearer %s", bearer);
-	if (url == NULL || auth == NULL) {
-		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	req.url = url;
-	headers[0] = auth;
-	if ((r = hs_http_send(ctx, k->http, &req, &resp)) < 0)
-		goto out;
-	j = json_loadb((const char *)resp.body.data, resp.body.len, 0, NULL);
-	value = json_string_value(json_object_get(j, "value"));
-	if (resp.status != 200 || value == NULL)
-		r = hs_error_set(ctx, HS_ERR_AUTH,
-		                 "GitHub Actions OIDC token request failed (HTTP %ld)",
-		                 resp.status);
-	else if ((*jwt = strdup(value)) == NULL)
-		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-out:
-	json_decref(j);
-	hs_http_response_free(&resp);
-	hcv_secret_free(auth);
-	free(url);
-	free(aud);
-	return r;
+	return hs_github_oidc_token(ctx, k->http, base, bearer, audience, jwt);
 }
 
 /* ~/.vault-token (what `vault login` leaves), or 1 when there is none. */
