@@ -5,7 +5,9 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 JOBS ?= $(shell nproc)
 C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find include lib cli tests -name '*.[ch]')
 
-.PHONY: all build bootstrap check test asan format format-check demo fuzz fuzz-smoke bench clean
+PREFIX ?= /usr/local
+
+.PHONY: clang-check package-test install all build bootstrap check test asan format format-check demo fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -20,6 +22,13 @@ build: bootstrap $(BUILD)/build.ninja
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the prefix is set at
+# configure time too, since hsmsign.pc records it.
+install: bootstrap
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS) -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+	ninja -C $(BUILD)
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD)
 
 $(ASAN_BUILD)/build.ninja:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DHSMSIGN_SANITIZE=ON
@@ -45,7 +54,17 @@ fuzz: bootstrap
 fuzz-smoke: bootstrap
 	scripts/fuzz 15
 
-check: format-check test asan fuzz-smoke
+# The whole tree (library, CLI, tests) with Clang, -std=c17 -pedantic, -Werror.
+CLANG_BUILD ?= build-clang
+clang-check:
+	cmake -S . -B $(CLANG_BUILD) -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_C_FLAGS=-pedantic
+	ninja -C $(CLANG_BUILD)
+
+# Debian packages built twice (reproducible), lintian, installed binary signs.
+package-test: bootstrap
+	scripts/package-test
+
+check: format-check clang-check test asan fuzz-smoke package-test
 
 # Benchmarks (docs/PERFORMANCE.md): large file, many files, startup.
 bench: build
@@ -55,4 +74,4 @@ demo: build
 	@scripts/demo $(BUILD)/hsmsign
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz demo-out
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD) build-fuzz demo-out

@@ -67,6 +67,14 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, cli_opt_fn fn, v
 
 void cli_print_help(const struct cli_cmd *cmd, FILE *fp);
 void cli_print_markdown(const struct cli_cmd *cmd, FILE *fp);
+/* docgen.c: man pages and completions from the same tables. Hidden
+ * commands (help-*) generate documentation and appear in none of it. */
+bool cli_cmd_hidden(const struct cli_cmd *cmd);
+void cli_print_man(const struct cli_cmd *cmd, FILE *fp);
+void cli_print_man_index(const struct cli_cmd *cmds, size_t n, FILE *fp);
+/* Writes hsmsign.1 and hsmsign-COMMAND.1 into dir; returns an exit code. */
+int cli_write_man_pages(const struct cli_cmd *cmds, size_t n, const char *dir);
+int cli_print_completion(const struct cli_cmd *cmds, size_t n, const char *shell, FILE *fp);
 
 /* Diagnostics: "hsmsign: " + message on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -11,6 +11,8 @@
 #include "cli.h"
 
 static int cmd_help_markdown(const struct cli_cmd *cmd, int argc, char **argv);
+static int cmd_help_man(const struct cli_cmd *cmd, int argc, char **argv);
+static int cmd_help_completion(const struct cli_cmd *cmd, int argc, char **argv);
 
 static const struct cli_opt no_opts[] = {{0}};
 
@@ -94,6 +96,10 @@ static const struct cli_cmd commands[] = {
          cli_doctor_opts},
         {"help-markdown", cmd_help_markdown, "", "print the command reference as Markdown",
          "Prints the reference for every command in Markdown (source of docs/cli.md).", no_opts},
+        {"help-man", cmd_help_man, "DIR", "write the man pages",
+         "Writes hsmsign.1 and hsmsign-COMMAND.1 into DIR (installed by 'make install').", no_opts},
+        {"help-completion", cmd_help_completion, "bash|zsh|fish", "print a shell completion",
+         "Prints the completion script for the shell (installed by 'make install').", no_opts},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -101,7 +107,7 @@ static void usage(FILE *fp)
 {
 	fprintf(fp, "usage: hsmsign COMMAND [options] [FILE...]\n\ncommands:\n");
 	for (size_t i = 0; i < N_COMMANDS; i++)
-		if (strcmp(commands[i].name, "help-markdown") != 0)
+		if (!cli_cmd_hidden(&commands[i]))
 			fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(fp, "\n'hsmsign COMMAND --help' describes a command; 'hsmsign --version' "
 	            "prints the version.\n");
@@ -113,9 +119,36 @@ static int cmd_help_markdown(const struct cli_cmd *cmd, int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	for (size_t i = 0; i < N_COMMANDS; i++)
-		if (commands[i].run != cmd_help_markdown)
+		if (!cli_cmd_hidden(&commands[i]))
 			cli_print_markdown(&commands[i], stdout);
 	return EXIT_OK;
+}
+
+static int cmd_help_man(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	if (argc != 2) {
+		cli_error("usage: hsmsign %s %s", cmd->name, cmd->synopsis);
+		return EXIT_INVALID_ARGS;
+	}
+	return cli_write_man_pages(commands, N_COMMANDS, argv[1]);
+}
+
+static int cmd_help_completion(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	if (argc != 2) {
+		cli_error("usage: hsmsign %s %s", cmd->name, cmd->synopsis);
+		return EXIT_INVALID_ARGS;
+	}
+	return cli_print_completion(commands, N_COMMANDS, argv[1], stdout);
+}
+
+static void print_version(void)
+{
+	struct hs_version_info v;
+
+	hs_version_get(&v);
+	printf("hsmsign %s (git %s)\nOpenSSL %s\nlibcurl %s\njansson %s\n", v.version,
+	       v.git_revision, v.openssl, v.curl, v.jansson);
 }
 
 /*
@@ -149,7 +182,7 @@ int main(int argc, char **argv)
 		return EXIT_OK;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-		printf("hsmsign %s\n", HS_VERSION);
+		print_version();
 		return EXIT_OK;
 	}
 	for (size_t i = 0; i < N_COMMANDS; i++)

@@ -24,6 +24,17 @@ extern "C" {
 
 #define HS_VERSION "0.1.0"
 
+/* Versions for --version and bug reports; all strings are static. The
+ * library versions are those loaded at run time. */
+struct hs_version_info {
+	const char *version;      /* HS_VERSION */
+	const char *git_revision; /* at configure time; "unknown" outside git */
+	const char *openssl;      /* e.g. "3.0.17" */
+	const char *curl;         /* e.g. "7.88.1" */
+	const char *jansson;      /* e.g. "2.14" */
+};
+void hs_version_get(struct hs_version_info *out);
+
 /* Error codes. Callers normally branch on two or three of these at most. */
 enum hs_error {
 	HS_OK = 0,
@@ -160,9 +171,11 @@ struct hs_azure_key_opts {
 	double rate_limit;
 };
 #define HS_AZURE_API_VERSION "2025-07-01"
+/* Designated: positional lists miss fields added later (clang
+ * -Wmissing-field-initializers). */
 #define HS_AZURE_KEY_OPTS_INIT                                                                     \
 	{                                                                                          \
-		NULL, NULL, NULL, NULL, NULL, NULL, -1                                             \
+		.managed_hsm = -1                                                                  \
 	}
 
 /* Opens a key held in Azure Key Vault or Managed HSM: authenticates,
@@ -553,7 +566,7 @@ struct hs_sign_opts {
 };
 #define HS_SIGN_OPTS_INIT                                                                          \
 	{                                                                                          \
-		HS_DIGEST_SHA256, NULL, NULL, 0, 0, NULL, HS_TIMESTAMP_OPTS_INIT                   \
+		.digest = HS_DIGEST_SHA256, .timestamp = HS_TIMESTAMP_OPTS_INIT                    \
 	}
 
 enum hs_sign_outcome {

@@ -1,0 +1,24 @@
+/* version.c - what hsmsign --version reports: our version, the git revision
+ * baked in at configure time (cmake/install.cmake), and the versions of the
+ * libraries actually loaded at run time, which may differ from the headers
+ * we were built against. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "hsmsign.h"
+
+#ifndef HSMSIGN_GIT_REVISION
+#define HSMSIGN_GIT_REVISION "unknown"
+#endif
+
+void hs_version_get(struct hs_version_info *out)
+{
+	const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+
+	out->version = HS_VERSION;
+	out->git_revision = HSMSIGN_GIT_REVISION;
+	out->openssl = OpenSSL_version(OPENSSL_VERSION_STRING);
+	out->curl = curl ? curl->version : "unknown";
+	out->jansson = jansson_version_str();
+}
