@@ -16,6 +16,7 @@
 
 #include "asn1.h"
 #include "cms.h"
+#include "pkcs7.h"
 #include "formats/format.h"
 #include "timestamp.h"
 
@@ -94,31 +95,6 @@ static int cms_sig_alg(struct hs_ctx *ctx, PKCS7_SIGNER_INFO *si, EVP_PKEY *pub,
 	return 0;
 }
 
-/* Hashes the DER SET of signed attributes and has the key sign it. */
-static int cms_sign_attrs(struct hs_ctx *ctx, struct hs_key *key, PKCS7_SIGNER_INFO *si,
-                          const EVP_MD *md)
-{
-	unsigned char *abuf = NULL;
-	uint8_t h[EVP_MAX_MD_SIZE];
-	unsigned int h_len = 0;
-	struct hs_buf sig = {0};
-	int alen, r;
-
-	alen = ASN1_item_i2d((ASN1_VALUE *)si->auth_attr, &abuf, ASN1_ITEM_rptr(PKCS7_ATTR_SIGN));
-	if (alen <= 0 || !EVP_Digest(abuf, (size_t)alen, h, &h_len, md, NULL)) {
-		OPENSSL_free(abuf);
-		return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot hash signed attributes");
-	}
-	OPENSSL_free(abuf);
-	if ((r = hs_key_sign_digest(ctx, key, md, h, h_len, &sig)) < 0)
-		goto out;
-	if (sig.len > INT32_MAX || !ASN1_STRING_set(si->enc_digest, sig.data, (int)sig.len))
-		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-out:
-	hs_buf_free(&sig);
-	return r;
-}
-
 /* The id-data content and the chain without self-signed roots. */
 static int cms_content_and_certs(struct hs_ctx *ctx, PKCS7 *p7, STACK_OF(X509) * chain,
                                  const uint8_t *content, size_t len)
@@ -176,7 +152,7 @@ int hs_cms_sign(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md, const 
 	}
 	if ((r = cms_sig_alg(ctx, si, X509_get0_pubkey(signer), md)) < 0 ||
 	    (r = cms_signed_attrs(ctx, si, signer, md, content, len)) < 0 ||
-	    (r = cms_sign_attrs(ctx, key, si, md)) < 0)
+	    (r = hs_p7_sign_attrs(ctx, key, si, md)) < 0)
 		goto out;
 	if (!PKCS7_add_signer(p7, si)) {
 		r = hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot add SignerInfo");

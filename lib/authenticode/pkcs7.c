@@ -174,9 +174,8 @@ fail:
 	return hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot set SignedData content");
 }
 
-/* Hashes the DER SET of signed attributes and has the key sign it. */
-static int sign_attrs(struct hs_ctx *ctx, struct hs_key *key, PKCS7_SIGNER_INFO *si,
-                      const EVP_MD *md)
+int hs_p7_sign_attrs(struct hs_ctx *ctx, struct hs_key *key, PKCS7_SIGNER_INFO *si,
+                     const EVP_MD *md)
 {
 	unsigned char *abuf = NULL;
 	uint8_t h[EVP_MAX_MD_SIZE];
@@ -231,7 +230,7 @@ int hs_p7_sign(struct hs_ctx *ctx, struct hs_key *key, const struct hs_p7_params
 	}
 	if ((r = set_sig_alg(ctx, si, X509_get0_pubkey(signer), params->md)) < 0 ||
 	    (r = add_signed_attrs(ctx, si, params)) < 0 ||
-	    (r = sign_attrs(ctx, key, si, params->md)) < 0)
+	    (r = hs_p7_sign_attrs(ctx, key, si, params->md)) < 0)
 		goto out;
 	if (!PKCS7_add_signer(p7, si)) {
 		r = hs_error_ssl(ctx, HS_ERR_CRYPTO, "cannot add SignerInfo");

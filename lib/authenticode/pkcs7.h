@@ -25,4 +25,9 @@ struct hs_p7_params {
 int hs_p7_sign(struct hs_ctx *ctx, struct hs_key *key, const struct hs_p7_params *params,
                struct hs_buf *out);
 
+/* Hashes the DER SET of si's signed attributes (sorted as encoded) and
+ * sets si's signature from the key (checked against its certificate). */
+int hs_p7_sign_attrs(struct hs_ctx *ctx, struct hs_key *key, PKCS7_SIGNER_INFO *si,
+                     const EVP_MD *md);
+
 #endif /* HS_PKCS7_H */
