@@ -138,4 +138,14 @@ extern const struct cli_opt cli_pkcs11_opts[];
 extern const struct cli_opt cli_gcp_opts[];
 extern const struct cli_opt cli_timestamp_opts[];
 
+/* Most timestamp servers one option list holds. */
+#define CLI_MAX_TSA 16
+
+/*
+ * Adds the timestamp server URLs in value — one, or a comma-separated list,
+ * split in place (value is an argv string) — to the NULL-terminated list of
+ * CLI_MAX_TSA + 1 entries holding *n. EXIT_INVALID_ARGS past CLI_MAX_TSA.
+ */
+int cli_add_tsa_urls(const char *cmd, const char **list, int *n, char *value);
+
 #endif /* HS_CLI_H */

@@ -10,7 +10,7 @@
  * bytes, an extracted PKCS#7 with timestamps and nested signatures a few
  * dozen KiB. */
 #define SIG_FILE_MAX (1024 * 1024)
-#define MAX_TSA      16
+#define MAX_TSA      CLI_MAX_TSA
 
 enum { O_SIGNATURE = 1, O_REQUEST, O_OUTPUT, O_TSA, O_TS_DIGEST, O_QUIET };
 
@@ -52,13 +52,8 @@ static int attach_opt(int id, const char *value, void *userdata)
 		a->sign.output = value;
 		break;
 	case O_TSA:
-		if (a->n_tsa == MAX_TSA) {
-			cli_error("attach: at most %d timestamp servers", MAX_TSA);
-			return EXIT_INVALID_ARGS;
-		}
-		a->tsa[a->n_tsa++] = value;
 		a->sign.timestamp.urls = a->tsa;
-		break;
+		return cli_add_tsa_urls("attach", a->tsa, &a->n_tsa, (char *)value);
 	case O_TS_DIGEST:
 		if (hs_digest_from_name(&a->sign.timestamp.digest, value) < 0) {
 			cli_error("attach: unknown digest '%s'", value);

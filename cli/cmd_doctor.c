@@ -13,7 +13,7 @@
 
 #include "azure_args.h"
 
-#define DOCTOR_MAX_TSA    16
+#define DOCTOR_MAX_TSA    CLI_MAX_TSA
 #define DOCTOR_MAX_CHECKS (12 + DOCTOR_MAX_TSA)
 #define DOCTOR_MAX_SKEW   300
 #define DOCTOR_WARN_DAYS  30
@@ -57,11 +57,7 @@ static int doctor_opt(int id, const char *value, void *userdata)
 	if (id >= CLI_AZURE_FIRST)
 		return cli_azure_opt(&d->az, "doctor", id, value);
 	if (id == O_TSA) {
-		if (d->n_tsa == DOCTOR_MAX_TSA) {
-			cli_error("doctor: at most %d timestamp servers", DOCTOR_MAX_TSA);
-			return EXIT_INVALID_ARGS;
-		}
-		d->tsa[d->n_tsa++] = value;
+		return cli_add_tsa_urls("doctor", d->tsa, &d->n_tsa, (char *)value);
 	} else if (id == O_ROOTS) {
 		d->roots = value;
 	} else if (id == O_NO_SIGN) {

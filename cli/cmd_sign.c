@@ -271,7 +271,7 @@ const struct cli_opt cli_sign_opts[] = {
 };
 
 #define MAX_EXTRA_CERTS 16
-#define MAX_TSA         16
+#define MAX_TSA         CLI_MAX_TSA
 #define MAX_DIGESTS     8
 
 struct sign_args {
@@ -413,26 +413,6 @@ static int parse_digest(const char *value, enum hs_digest *out)
 	if (hs_digest_from_name(out, value) < 0) {
 		cli_error("sign: unknown digest '%s' (sha1, sha256, sha384, sha512)", value);
 		return EXIT_INVALID_ARGS;
-	}
-	return 0;
-}
-
-/* Adds the comma-separated URLs in value (split in place: it is an argv
- * string) to a NULL-terminated list. */
-static int add_tsa_urls(const char **list, int *n, char *value)
-{
-	for (char *url = value, *next; url != NULL; url = next) {
-		next = strchr(url, ',');
-		if (next != NULL)
-			*next++ = '\0';
-		if (*url == '\0')
-			continue;
-		if (*n == MAX_TSA) {
-			cli_error("sign: at most %d timestamp servers", MAX_TSA);
-			return EXIT_INVALID_ARGS;
-		}
-		list[(*n)++] = url;
-		list[*n] = NULL;
 	}
 	return 0;
 }
@@ -609,9 +589,9 @@ static int flag_opt(struct sign_args *a, int id, const char *value)
 		a->extra_certs[a->n_extra_certs++] = value;
 		break;
 	case O_TS_RFC3161:
-		return add_tsa_urls(a->ts_urls, &a->n_ts, (char *)value);
+		return cli_add_tsa_urls("sign", a->ts_urls, &a->n_ts, (char *)value);
 	case O_TS_LEGACY:
-		return add_tsa_urls(a->ts_legacy, &a->n_legacy, (char *)value);
+		return cli_add_tsa_urls("sign", a->ts_legacy, &a->n_legacy, (char *)value);
 	case O_TS_OPTIONAL:
 		a->sign.timestamp.optional = 1;
 		break;

@@ -8,7 +8,7 @@
 
 enum { O_RFC3161 = 1, O_LEGACY, O_DIGEST, O_INDEX, O_OUTPUT, O_RETRIES, O_TIMEOUT, O_QUIET };
 
-#define MAX_TSA 16
+#define MAX_TSA CLI_MAX_TSA
 
 const struct cli_opt cli_timestamp_opts[] = {
         {O_RFC3161, "-tr|--tr|--timestamp-rfc3161", ARG_VALUE, "URL",
@@ -37,25 +37,6 @@ struct ts_args {
 	const char *output;
 };
 
-/* Splits a comma-separated argv value in place into list. */
-static int add_urls(const char **list, int *n, char *value)
-{
-	for (char *url = value, *next; url != NULL; url = next) {
-		next = strchr(url, ',');
-		if (next != NULL)
-			*next++ = '\0';
-		if (*url == '\0')
-			continue;
-		if (*n == MAX_TSA) {
-			cli_error("timestamp: at most %d timestamp servers", MAX_TSA);
-			return EXIT_INVALID_ARGS;
-		}
-		list[(*n)++] = url;
-		list[*n] = NULL;
-	}
-	return 0;
-}
-
 /* A whole number in [0, max] or an error naming the option. */
 static int number(const char *option, const char *value, long max, long *out)
 {
@@ -77,9 +58,9 @@ static int ts_opt(int id, const char *value, void *userdata)
 
 	switch (id) {
 	case O_RFC3161:
-		return add_urls(a->urls, &a->n_urls, (char *)value);
+		return cli_add_tsa_urls("timestamp", a->urls, &a->n_urls, (char *)value);
 	case O_LEGACY:
-		return add_urls(a->legacy, &a->n_legacy, (char *)value);
+		return cli_add_tsa_urls("timestamp", a->legacy, &a->n_legacy, (char *)value);
 	case O_DIGEST:
 		if (hs_digest_from_name(&a->ts.digest, value) < 0) {
 			cli_error("timestamp: unknown digest '%s' (sha1, sha256, sha384, sha512)",

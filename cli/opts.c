@@ -177,3 +177,21 @@ void cli_print_markdown(const struct cli_cmd *cmd, FILE *fp)
 	}
 	fprintf(fp, "\n");
 }
+
+int cli_add_tsa_urls(const char *cmd, const char **list, int *n, char *value)
+{
+	for (char *url = value, *next; url != NULL; url = next) {
+		next = strchr(url, ',');
+		if (next != NULL)
+			*next++ = '\0';
+		if (*url == '\0')
+			continue;
+		if (*n == CLI_MAX_TSA) {
+			cli_error("%s: at most %d timestamp servers", cmd, CLI_MAX_TSA);
+			return EXIT_INVALID_ARGS;
+		}
+		list[(*n)++] = url;
+		list[*n] = NULL;
+	}
+	return 0;
+}
