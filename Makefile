@@ -7,7 +7,7 @@ C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find include lib cli
 
 PREFIX ?= /usr/local
 
-.PHONY: clang-check package-test install all build bootstrap check test asan format format-check demo fuzz fuzz-smoke bench clean
+.PHONY: dist cross-check-windows clang-check package-test install all build bootstrap check test asan format format-check demo fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -60,11 +60,21 @@ clang-check:
 	cmake -S . -B $(CLANG_BUILD) -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_C_FLAGS=-pedantic
 	ninja -C $(CLANG_BUILD)
 
+# The source tarball of HEAD, with its git revision in REVISION.
+dist:
+	scripts/dist .
+
+# hsmsign.exe and libhsmsign.dll compiled and linked with MinGW-w64, against
+# import libraries made from the dependencies' symbol tables (Debian has no
+# Windows builds of them); nothing is run.
+cross-check-windows:
+	scripts/cross-check-windows
+
 # Debian packages built twice (reproducible), lintian, installed binary signs.
 package-test: bootstrap
 	scripts/package-test
 
-check: format-check clang-check test asan fuzz-smoke package-test
+check: format-check clang-check cross-check-windows test asan fuzz-smoke package-test
 
 # Benchmarks (docs/PERFORMANCE.md): large file, many files, startup.
 bench: build

@@ -2,13 +2,11 @@
  * batch_input.c - the files `sign` is given: operands, globs (with '**'),
  * @FILE and -ifl lists; duplicates (by real path) removed.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <glob.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "batch.h"
 #include "cli.h"
@@ -27,7 +25,7 @@ static int input_push(struct cli_inputs *in, const char *path)
 {
 	/* A path that cannot be resolved is kept as given: the format check
 	 * reports why it cannot be opened, in the library's words. */
-	char *real = realpath(path, NULL);
+	char *real = hs_os_realpath(path);
 
 	if (real == NULL && (real = strdup(path)) == NULL) {
 		cli_error("out of memory");
@@ -61,9 +59,21 @@ nomem:
 	return EXIT_ALL_FAILED;
 }
 
+/* Matching state: (pattern, string) positions already known not to
+ * match, so that each is tried once. Without it, a pattern with many
+ * stars backtracks exponentially (found by fuzz_cli: a 60-byte list line
+ * hung the walk). */
+struct match_memo {
+	const char *pat0, *s0;
+	size_t s_len;
+	uint8_t *failed; /* (strlen(pat0) + 1) x (s_len + 1) bits, or NULL */
+};
+
+static bool input_match_at(struct match_memo *m, const char *pat, const char *s);
+
 /* Glob match where '*' and '?' stay within a path component and '**'
  * matches any number of whole directories ("a/ ** /b" matches "a/b"). */
-static bool input_match(const char *pat, const char *s)
+static bool input_match_body(struct match_memo *m, const char *pat, const char *s)
 {
 	for (; *pat != '\0'; pat++, s++) {
 		if (pat[0] == '*' && pat[1] == '*') {
@@ -71,7 +81,7 @@ static bool input_match(const char *pat, const char *s)
 			if (*pat == '/')
 				pat++;
 			for (const char *t = s;; t++) {
-				if (input_match(pat, t))
+				if (input_match_at(m, pat, t))
 					return true;
 				if (*t == '\0')
 					return false;
@@ -79,7 +89,7 @@ static bool input_match(const char *pat, const char *s)
 		}
 		if (*pat == '*') {
 			for (const char *t = s;; t++) {
-				if (input_match(pat + 1, t))
+				if (input_match_at(m, pat + 1, t))
 					return true;
 				if (*t == '\0' || *t == '/')
 					return false;
@@ -89,6 +99,33 @@ static bool input_match(const char *pat, const char *s)
 			return false;
 	}
 	return *s == '\0';
+}
+
+static bool input_match_at(struct match_memo *m, const char *pat, const char *s)
+{
+	size_t bit = (size_t)(pat - m->pat0) * (m->s_len + 1) + (size_t)(s - m->s0);
+	bool ok;
+
+	if (m->failed != NULL && (m->failed[bit / 8] >> (bit % 8) & 1))
+		return false;
+	ok = input_match_body(m, pat, s);
+	if (!ok && m->failed != NULL)
+		m->failed[bit / 8] |= (uint8_t)(1u << (bit % 8));
+	return ok;
+}
+
+static bool input_match(const char *pat, const char *s)
+{
+	struct match_memo m = {.pat0 = pat, .s0 = s, .s_len = strlen(s)};
+	size_t bits = (strlen(pat) + 1) * (m.s_len + 1);
+	bool ok;
+
+	/* Patterns and paths are at most PATH_MAX: a few MiB at worst. On
+	 * allocation failure the match still runs, only without the memo. */
+	m.failed = calloc(bits / 8 + 1, 1);
+	ok = input_match_at(&m, pat, s);
+	free(m.failed);
+	return ok;
 }
 
 struct walk {
@@ -101,29 +138,27 @@ struct walk {
 /* Visits the regular files under dir (symlinks not followed, so no loops). */
 static void input_walk(struct walk *w, const char *dir, int depth)
 {
-	DIR *d = opendir(*dir ? dir : ".");
-	struct dirent *e;
+	struct hs_os_dir *d = hs_os_opendir(*dir ? dir : ".");
+	const char *name;
 	char path[PATH_MAX];
-	struct stat st;
+	struct hs_os_stat st;
 
 	if (d == NULL)
 		return;
-	while (w->r == 0 && (e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
+	while (w->r == 0 && (name = hs_os_readdir(d)) != NULL) {
 		if ((size_t)snprintf(path, sizeof(path), "%s%s%s", dir,
 		                     *dir && dir[strlen(dir) - 1] != '/' ? "/" : "",
-		                     e->d_name) >= sizeof(path) ||
-		    lstat(path, &st) != 0)
+		                     name) >= sizeof(path) ||
+		    hs_os_lstat(path, &st) != 0)
 			continue;
-		if (S_ISDIR(st.st_mode) && depth < WALK_DEPTH_MAX)
+		if (st.directory && depth < WALK_DEPTH_MAX)
 			input_walk(w, path, depth + 1);
-		else if (S_ISREG(st.st_mode) && input_match(w->pattern, path)) {
+		else if (st.regular && input_match(w->pattern, path)) {
 			w->matched++;
 			w->r = input_push(w->in, path);
 		}
 	}
-	closedir(d);
+	hs_os_closedir(d);
 }
 
 /* Expands a pattern with '**': walks from the directory before the first
@@ -160,31 +195,28 @@ static int input_expand_recursive(struct cli_inputs *in, const char *pattern)
 	return w.r;
 }
 
-/* Adds the regular files among glob's matches (a pattern names files,
- * not the directories it happens to match). */
-static int input_push_regular(struct cli_inputs *in, const glob_t *g, const char *pattern)
-{
-	size_t added = 0;
-	struct stat st;
-	int r = 0;
+struct glob_add {
+	struct cli_inputs *in;
+	size_t added;
+};
 
-	for (size_t i = 0; r == 0 && i < g->gl_pathc; i++) {
-		if (stat(g->gl_pathv[i], &st) != 0 || !S_ISREG(st.st_mode))
-			continue;
-		added++;
-		r = input_push(in, g->gl_pathv[i]);
-	}
-	if (r == 0 && added == 0) {
-		cli_error("%s: no files match", pattern);
-		in->missing++;
-	}
-	return r;
+/* hs_os_glob() callback: adds a match if it is a regular file (a pattern
+ * names files, not the directories it happens to match). */
+static int input_push_regular(const char *path, void *userdata)
+{
+	struct glob_add *g = userdata;
+	struct hs_os_stat st;
+
+	if (hs_os_stat(path, &st) != 0 || !st.regular)
+		return 0;
+	g->added++;
+	return input_push(g->in, path);
 }
 
 static int input_expand(struct cli_inputs *in, const char *arg)
 {
 	char *pattern = strdup(arg);
-	glob_t g = {0};
+	struct glob_add g = {.in = in};
 	int r = 0;
 
 	if (pattern == NULL) {
@@ -197,13 +229,13 @@ static int input_expand(struct cli_inputs *in, const char *arg)
 			*p = '/';
 	if (strstr(pattern, "**") != NULL) {
 		r = input_expand_recursive(in, pattern);
-	} else if (glob(pattern, 0, NULL, &g) != 0) {
+	} else if ((r = hs_os_glob(pattern, input_push_regular, &g)) == 0 && g.added == 0) {
 		cli_error("%s: no files match", arg);
 		in->missing++;
-	} else {
-		r = input_push_regular(in, &g, arg);
+	} else if (r < 0) {
+		cli_error("%s: cannot expand: %s", arg, strerror(errno));
+		r = EXIT_ALL_FAILED;
 	}
-	globfree(&g);
 	free(pattern);
 	return r;
 }
@@ -219,7 +251,7 @@ int cli_inputs_add_arg(struct cli_inputs *in, const char *arg)
 
 int cli_inputs_add_list(struct cli_inputs *in, const char *list)
 {
-	FILE *fp = fopen(list, "r");
+	FILE *fp = hs_os_fopen(list, "r");
 	char line[INPUT_LINE_MAX];
 	int r = 0;
 

@@ -3,41 +3,17 @@
  * hs_batch_sign() with progress output, handles SIGINT/SIGTERM (stop
  * starting files, let those in flight finish) and writes the report.
  */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "batch.h"
 #include "cli.h"
 
-/* Set by the signal handler; read by the batch's workers. */
+/* Set on SIGINT/SIGTERM (hs_os_on_interrupt); read by the batch's
+ * workers. The signal stops the batch instead of killing the process, so
+ * no file is abandoned; a second signal kills, for users who really mean
+ * it. */
 static volatile sig_atomic_t batch_interrupted;
-
-static void batch_on_signal(int sig)
-{
-	(void)sig;
-	batch_interrupted = 1;
-}
-
-/* SIGINT/SIGTERM stop the batch instead of killing the process, so no file
- * is abandoned; a second signal restores the default (kills), for users who
- * really mean it. */
-static void batch_signals(struct sigaction *old_int, struct sigaction *old_term, bool install)
-{
-	struct sigaction sa;
-
-	if (!install) {
-		sigaction(SIGINT, old_int, NULL);
-		sigaction(SIGTERM, old_term, NULL);
-		return;
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = batch_on_signal;
-	sa.sa_flags = SA_RESTART | SA_RESETHAND;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, old_int);
-	sigaction(SIGTERM, &sa, old_term);
-}
 
 int cli_batch_check(struct hs_ctx *ctx, const struct cli_inputs *in, const char ***formats)
 {
@@ -106,7 +82,6 @@ int cli_batch_sign(struct hs_ctx *ctx, struct hs_key *key, const struct hs_sign_
 {
 	struct hs_batch_opts bo = HS_BATCH_OPTS_INIT;
 	struct cli_progress progress;
-	struct sigaction old_int, old_term;
 	const char **item_formats = NULL;
 	struct hs_batch_item *items;
 	size_t n, bad_inputs;
@@ -126,9 +101,9 @@ int cli_batch_sign(struct hs_ctx *ctx, struct hs_key *key, const struct hs_sign_
 	bo.log = cli_log;
 	batch_interrupted = 0;
 	cli_progress_start(&progress, n, bp->output);
-	batch_signals(&old_int, &old_term, true);
+	hs_os_on_interrupt(&batch_interrupted);
 	r = hs_batch_sign(ctx, key, items, n, sign, &bo);
-	batch_signals(&old_int, &old_term, false);
+	hs_os_on_interrupt(NULL);
 	cli_progress_finish(&progress, batch_count(items, n, HS_BATCH_NOT_STARTED),
 	                    hs_key_requests(key), batch_interrupted);
 	if (r < 0) {

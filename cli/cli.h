@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "hsmsign.h"
+#include "platform.h" /* lib/core: the OS layer shared with the library */
 
 /* Exit codes (docs/cli.md "Exit status"). sign's first three are the low
  * bytes of AzureSignTool's HRESULTs. */
@@ -77,7 +78,7 @@ int cli_write_man_pages(const struct cli_cmd *cmds, size_t n, const char *dir);
 int cli_print_completion(const struct cli_cmd *cmds, size_t n, const char *shell, FILE *fp);
 
 /* Diagnostics: "hsmsign: " + message on stderr. */
-void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_error(const char *fmt, ...) HS_PRINTF(1, 2);
 /* Prints the context's error for `path`, without repeating the path. */
 void cli_error_ctx(const struct hs_ctx *ctx, const char *path);
 
@@ -109,6 +110,9 @@ int cli_parse_text_encoding(const char *value, enum hs_text_encoding *out);
 int cli_catalog_check(struct hs_ctx *ctx, const char *catalog, const char *file);
 int cli_cmd_pkcs11(const struct cli_cmd *cmd, int argc, char **argv);
 int cli_cmd_gcp(const struct cli_cmd *cmd, int argc, char **argv);
+/* `serve` (cmd_serve.c, on lib/serve). */
+int cli_cmd_serve(const struct cli_cmd *cmd, int argc, char **argv);
+extern const struct cli_opt cli_serve_opts[];
 
 /* PKCS#11 (cmd_pkcs11.c): opens a token key with the PIN from pin_spec
  * (env:/file:/stdin), or a prompt on the terminal when stdin is one;

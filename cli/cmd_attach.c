@@ -70,7 +70,7 @@ static int attach_opt(int id, const char *value, void *userdata)
 /* Reads a whole small file into *out (free()). */
 static int read_small_file(const char *path, uint8_t **out, size_t *len)
 {
-	FILE *fp = fopen(path, "rb");
+	FILE *fp = hs_os_fopen(path, "rb");
 	uint8_t *buf = malloc(SIG_FILE_MAX + 1);
 	size_t n = 0;
 
@@ -210,7 +210,7 @@ int cli_sign_request(struct hs_ctx *ctx, struct hs_key *key, const char *request
 		cli_error_ctx(ctx, request);
 		return EXIT_ALL_FAILED;
 	}
-	if ((fp = fopen(output, "wb")) == NULL) {
+	if ((fp = hs_os_fopen(output, "wb")) == NULL) {
 		cli_error("%s: cannot create the signature file", output);
 		hs_free(sig);
 		return EXIT_ALL_FAILED;

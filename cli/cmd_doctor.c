@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "azure_args.h"
 
@@ -18,7 +17,7 @@
 #define DOCTOR_MAX_SKEW   300
 #define DOCTOR_WARN_DAYS  30
 
-enum { O_TSA = 1, O_ROOTS, O_NO_SIGN };
+enum { O_TSA = 1, O_ROOTS, O_NO_SIGN, O_MHSM, O_CERT };
 
 const struct cli_opt cli_doctor_opts[] = {
         CLI_AZURE_OPTS,
@@ -28,6 +27,10 @@ const struct cli_opt cli_doctor_opts[] = {
          "PEM roots the chain must reach (default: the system store)"},
         {O_NO_SIGN, "--no-sign-test", ARG_NONE, NULL,
          "skip the test signature (and the timestamp checks that need it)"},
+        {O_MHSM, "--azure-managed-hsm", ARG_NONE, NULL,
+         "the URL is a Managed HSM (automatic for *.managedhsm.azure.net)"},
+        {O_CERT, "--cert", ARG_VALUE, "FILE",
+         "Managed HSM: the signing certificate, as for sign (the HSM stores no certificates)"},
         {0},
 };
 
@@ -62,13 +65,17 @@ static int doctor_opt(int id, const char *value, void *userdata)
 		d->roots = value;
 	} else if (id == O_NO_SIGN) {
 		d->no_sign = 1;
+	} else if (id == O_MHSM) {
+		d->az.opts.managed_hsm = 1;
+	} else if (id == O_CERT) {
+		d->az.opts.cert_file = value;
 	}
 	return 0;
 }
 
 /* Records and prints one check. fix may be NULL. */
 static void report(struct doctor *d, const char *name, enum check_state state, const char *fix,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                   const char *fmt, ...) HS_PRINTF(5, 6);
 static void report(struct doctor *d, const char *name, enum check_state state, const char *fix,
                    const char *fmt, ...)
 {
@@ -119,7 +126,9 @@ static void report_show_failure(struct doctor *d, struct hs_ctx *ctx)
 	               ? "assign the role printed by 'hsmsign vault role' to this identity on the "
 	                 "vault (it grants certificates/read and keys/sign/action); role "
 	                 "assignments take a few minutes to apply"
-	               : "check --name, or create the certificate with 'hsmsign vault csr'",
+	               : "check --name, or create the certificate with 'hsmsign vault csr'; a "
+	                 "Managed HSM stores no certificates: add --azure-managed-hsm and give the "
+	                 "certificate with --cert FILE (intermediates with -ac FILE)",
 	       "%s", err == HS_ERR_AUTH || err == HS_ERR_NETWORK ? "needs the vault" : msg);
 }
 
@@ -166,15 +175,14 @@ static void report_certificate(struct doctor *d, const struct hs_vault_cert_info
 /* Writes a tiny PowerShell script to sign: any signable file would do. */
 static int write_probe(char *dir, size_t dir_size, char *path, size_t path_size)
 {
-	const char *tmp = getenv("TMPDIR");
 	FILE *fp;
 	int ok;
 
-	snprintf(dir, dir_size, "%s/hsmsign-doctor-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (mkdtemp(dir) == NULL)
+	snprintf(dir, dir_size, "%s/hsmsign-doctor-XXXXXX", hs_os_tmpdir());
+	if (hs_os_mkdtemp(dir) == NULL)
 		return -1;
 	snprintf(path, path_size, "%s/doctor.ps1", dir);
-	if ((fp = fopen(path, "w")) == NULL)
+	if ((fp = hs_os_fopen(path, "w")) == NULL)
 		return -1;
 	ok = fputs("Write-Output 'hsmsign doctor'\r\n", fp) >= 0;
 	return fclose(fp) == 0 && ok ? 0 : -1;
@@ -208,6 +216,15 @@ static void check_tsas(struct doctor *d, struct hs_ctx *ctx, const char *probe)
 	}
 }
 
+/* Whether the URL is a Managed HSM: --azure-managed-hsm, or the host name
+ * (the key provider's rule, lib/keys/akv.c). */
+static bool doctor_is_mhsm(const struct doctor *d)
+{
+	if (d->az.opts.managed_hsm >= 0)
+		return d->az.opts.managed_hsm == 1;
+	return strstr(d->az.opts.vault_url, ".managedhsm.") != NULL;
+}
+
 /* One signature through the vault, checked against the certificate by
  * the library before it is embedded, then verified as a whole file.
  * Returns 0 when the probe got signed (verified or not). */
@@ -225,8 +242,13 @@ static int check_sign(struct doctor *d, struct hs_ctx *ctx, const char *probe)
 	if (hs_key_open_azure(ctx, &key, &d->az.opts) < 0 ||
 	    hs_sign_file(ctx, key, probe, &so.o, NULL) < 0) {
 		report(d, "sign test", CHECK_FAIL,
-		       "the identity needs keys/sign/action on the vault ('hsmsign vault role'); "
-		       "the key must belong to the certificate",
+		       doctor_is_mhsm(d)
+		               ? "the identity needs the Managed HSM local RBAC role 'Managed HSM "
+		                 "Crypto User' (keys/sign/action) on the key; the key must belong "
+		                 "to "
+		                 "the --cert certificate"
+		               : "the identity needs keys/sign/action on the vault ('hsmsign vault "
+		                 "role'); the key must belong to the certificate",
 		       "%s", hs_ctx_message(ctx));
 		goto out;
 	}
@@ -267,8 +289,30 @@ static void check_signing(struct doctor *d, struct hs_ctx *ctx)
 	}
 	signed_ok = check_sign(d, ctx, probe);
 	check_tsas(d, ctx, signed_ok == 0 ? probe : NULL);
-	unlink(probe);
-	rmdir(dir);
+	hs_os_unlink(probe);
+	hs_os_rmdir(dir);
+}
+
+/*
+ * A Managed HSM holds keys only: there is no /certificates endpoint to
+ * read, so the certificate comes from --cert, as sign takes it, and the
+ * test signature (which opens the key: credential, HSM, key) is the check.
+ */
+static void doctor_run_mhsm(struct doctor *d, struct hs_ctx *ctx)
+{
+	if (d->az.opts.cert_file == NULL) {
+		report(d, "certificate", CHECK_FAIL,
+		       "give the signing certificate with --cert FILE and its intermediates with "
+		       "-ac FILE, the options 'hsmsign sign' takes for a Managed HSM (keep the "
+		       "certificate with the build, e.g. in the repository)",
+		       "a Managed HSM has no certificate store (no /certificates endpoint)");
+		report(d, "sign test", CHECK_SKIP, NULL, "needs the certificate (--cert)");
+		check_tsas(d, ctx, NULL);
+		return;
+	}
+	report(d, "certificate", CHECK_OK, NULL, "%s (--cert; the Managed HSM holds the key)",
+	       d->az.opts.cert_file);
+	check_signing(d, ctx);
 }
 
 /* The closing checklist: each failure or warning with its fix. */
@@ -297,14 +341,20 @@ static int doctor_run(struct doctor *d)
 
 	if (ctx == NULL)
 		return EXIT_ALL_FAILED;
-	printf("hsmsign doctor: %s, certificate '%s'\n", d->az.opts.vault_url,
-	       d->az.opts.certificate);
-	if (hs_vault_show(ctx, &d->az.opts, d->roots, &info) < 0) {
-		report_show_failure(d, ctx);
-		check_tsas(d, ctx, NULL);
+	if (doctor_is_mhsm(d)) {
+		printf("hsmsign doctor: %s (Managed HSM), key '%s'\n", d->az.opts.vault_url,
+		       d->az.opts.certificate);
+		doctor_run_mhsm(d, ctx);
 	} else {
-		report_certificate(d, info);
-		check_signing(d, ctx);
+		printf("hsmsign doctor: %s, certificate '%s'\n", d->az.opts.vault_url,
+		       d->az.opts.certificate);
+		if (hs_vault_show(ctx, &d->az.opts, d->roots, &info) < 0) {
+			report_show_failure(d, ctx);
+			check_tsas(d, ctx, NULL);
+		} else {
+			report_certificate(d, info);
+			check_signing(d, ctx);
+		}
 	}
 	r = print_checklist(d);
 	hs_vault_cert_info_free(info);

@@ -3,13 +3,10 @@
  * shares with it: --pin SECRET, or a prompt on the terminal (the library
  * never prompts; it calls back here).
  */
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -29,47 +26,15 @@ const struct cli_opt cli_pkcs11_opts[] = {
         {0},
 };
 
-/* Reads one line from the terminal into buf. */
-static void read_tty_line(int fd, char *buf, size_t size)
-{
-	size_t n = 0;
-	char c;
-
-	while (read(fd, &c, 1) == 1 && c != '\n' && c != '\r')
-		if (n + 1 < size)
-			buf[n++] = c;
-	buf[n] = '\0';
-	c = 0;
-}
-
+/* The library's PIN callback: asks on the terminal, echo off. */
 int cli_pkcs11_pin_prompt(char *buf, size_t size, const char *token, void *userdata)
 {
-	int fd = open("/dev/tty", O_RDWR | O_NOCTTY);
-	struct termios old, quiet;
 	char prompt[160];
-	bool restore;
-	int n;
 
 	(void)userdata;
-	if (fd < 0)
+	snprintf(prompt, sizeof(prompt), "PIN for token '%s': ", token);
+	if (size == 0 || hs_os_read_secret(prompt, buf, size) < 0)
 		return HS_ERR_CANCELLED;
-	/* Echo goes off before the prompt shows, so nothing typed after
-	 * it can be echoed or flushed away. */
-	restore = tcgetattr(fd, &old) == 0;
-	if (restore) {
-		quiet = old;
-		quiet.c_lflag &= ~(tcflag_t)ECHO;
-		tcsetattr(fd, TCSAFLUSH, &quiet);
-	}
-	n = snprintf(prompt, sizeof(prompt), "PIN for token '%s': ", token);
-	if (n > 0 && write(fd, prompt, strlen(prompt)) >= 0)
-		read_tty_line(fd, buf, size);
-	if (restore)
-		tcsetattr(fd, TCSANOW, &old);
-	if (write(fd, "\n", 1) < 0) {
-		/* the PIN is read; a lost newline does not matter */
-	}
-	close(fd);
 	return buf[0] != '\0' ? 0 : HS_ERR_CANCELLED;
 }
 
@@ -84,7 +49,7 @@ int cli_pkcs11_open_key(struct hs_ctx *ctx, struct hs_pkcs11_key_opts *opts, con
 		return r;
 	opts->pin = pin;
 	/* Prompt only where someone can answer: never in CI logs. */
-	if (pin == NULL && isatty(STDIN_FILENO))
+	if (pin == NULL && hs_os_isatty(0))
 		opts->pin_fn = cli_pkcs11_pin_prompt;
 	r = hs_key_open_pkcs11(ctx, out, opts);
 	opts->pin = NULL;

@@ -91,6 +91,7 @@ enum {
 	O_REPORT,
 	O_VAULT_RATE,
 	O_TS_RATE,
+	O_OIDC_AUDIENCE,
 };
 
 const struct cli_opt cli_sign_opts[] = {
@@ -134,7 +135,11 @@ const struct cli_opt cli_sign_opts[] = {
          "managed identity, Azure CLI)"},
         {O_KV_CREDENTIAL, "--azure-credential", ARG_VALUE, "NAME",
          "use one credential source: environment, workload-identity, github-oidc, "
-         "managed-identity, azure-cli, secret, certificate, token, default"},
+         "managed-identity, azure-cli, secret, certificate, token, default; or "
+         "github-oidc-bearer (the GitHub Actions OIDC token itself, for 'hsmsign serve')"},
+        {O_OIDC_AUDIENCE, "--oidc-audience", ARG_VALUE, "AUD",
+         "audience of the GitHub OIDC token for --azure-credential github-oidc-bearer "
+         "(default: hsmsign)"},
         {O_KV_CLIENT_CERT, "--azure-client-certificate", ARG_VALUE, "FILE",
          "client certificate credential (PEM with key, or PKCS#12)"},
         {O_KV_CLIENT_CERT_PASS, "--azure-client-certificate-password", ARG_VALUE, "SECRET",
@@ -348,6 +353,8 @@ static const char **string_field(struct sign_args *a, int id)
 		return &a->azure.authority;
 	case O_KV_CREDENTIAL:
 		return &a->azure.credential;
+	case O_OIDC_AUDIENCE:
+		return &a->azure.oidc_audience;
 	case O_KV_CLIENT_CERT:
 		return &a->azure.client_cert_path;
 	case O_KV_CLIENT_CERT_PASS:

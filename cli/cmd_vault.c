@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "azure_args.h"
 
@@ -144,13 +143,13 @@ static int write_atomic(const char *path, const char *text)
 
 	if (tmp != NULL) {
 		snprintf(tmp, len + 16, "%s.hsmsign-XXXXXX", path);
-		fd = mkstemp(tmp);
+		fd = hs_os_mkstemp(tmp);
 	}
 	if (fd >= 0) {
-		ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-		ok = close(fd) == 0 && ok && rename(tmp, path) == 0;
+		ok = hs_os_write(fd, text, n) == (int64_t)n && hs_os_fsync(fd) == 0;
+		ok = hs_os_close(fd) == 0 && ok && hs_os_replace(tmp, path) == 0;
 		if (!ok)
-			unlink(tmp);
+			hs_os_unlink(tmp);
 	}
 	if (!ok)
 		cli_error("vault csr: cannot write %s: %s", path, strerror(errno));

@@ -119,7 +119,7 @@ int cli_write_man_pages(const struct cli_cmd *cmds, size_t n, const char *dir)
 			snprintf(path, sizeof(path), "%s/hsmsign-%s.1", dir, cmds[i].name);
 		else
 			snprintf(path, sizeof(path), "%s/hsmsign.1", dir);
-		if ((fp = fopen(path, "w")) == NULL) {
+		if ((fp = hs_os_fopen(path, "w")) == NULL) {
 			cli_error("%s: %s", path, strerror(errno));
 			return EXIT_ALL_FAILED;
 		}

@@ -1,11 +1,6 @@
 /* main.c - hsmsign entry point: dispatches to the command table. */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
 
 #include "azure_args.h"
 #include "cli.h"
@@ -94,6 +89,19 @@ static const struct cli_cmd commands[] = {
          "verified against the certificate, and that each -tr timestamp server answers.\n"
          "Ends with a checklist of fixes; exits 1 when a check failed.",
          cli_doctor_opts},
+#ifndef _WIN32 /* lib/serve is POSIX only */
+        {"serve", cli_cmd_serve, "--config FILE [--user NAME] [--allow-root] [--check]",
+         "run the signing service (Key Vault-compatible API)",
+         "Serves the configured keys (file, PKCS#11, cloud KMS) over HTTPS with the Azure\n"
+         "Key Vault certificate GET, key GET and sign requests, so 'hsmsign sign -kvu URL'\n"
+         "and the Azure SDKs sign through it; clients send digests only. Callers\n"
+         "authenticate with OIDC tokens (GitHub Actions, ...), API tokens or client\n"
+         "certificates, and each key's allow rules decide who may use it. Every signature\n"
+         "is audited. SIGHUP reloads the configuration, SIGTERM stops after the requests\n"
+         "in flight. Exits 87 when the configuration is invalid, 2 when a key cannot be\n"
+         "opened or the address cannot be bound (docs/server.md).",
+         cli_serve_opts},
+#endif
         {"help-markdown", cmd_help_markdown, "", "print the command reference as Markdown",
          "Prints the reference for every command in Markdown (source of docs/cli.md).", no_opts},
         {"help-man", cmd_help_man, "DIR", "write the man pages",
@@ -151,27 +159,14 @@ static void print_version(void)
 	       v.git_revision, v.openssl, v.curl, v.jansson);
 }
 
-/*
- * hsmsign holds tokens, client secrets and PINs in memory: a core dump or a
- * ptrace attach by another process of the same user would expose them. No
- * core files, and not dumpable (which also blocks ptrace by non-root).
- */
-static void no_core_dumps(void)
-{
-	struct rlimit none = {0, 0};
-
-	setrlimit(RLIMIT_CORE, &none);
-#ifdef __linux__
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-#endif
-}
-
 int main(int argc, char **argv)
 {
-	no_core_dumps();
-	/* A file-size limit (or quota) must fail a write with EFBIG, which
-	 * ends in a clean error and a removed temp file, not kill us. */
-	signal(SIGXFSZ, SIG_IGN);
+	/* hsmsign holds tokens, client secrets and PINs in memory: a core
+	 * dump or a ptrace attach by another process of the same user would
+	 * expose them. No core files, not dumpable; and a file-size limit (or
+	 * quota) must fail a write with EFBIG, which ends in a clean error and
+	 * a removed temp file, not kill us. */
+	hs_os_harden();
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_INVALID_ARGS;

@@ -6,9 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "batch.h"
 #include "cli.h"
@@ -19,10 +16,7 @@
 
 double cli_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)hs_os_monotonic_us() / 1e6;
 }
 
 void cli_progress_start(struct cli_progress *p, size_t total, const char *output)
@@ -32,7 +26,7 @@ void cli_progress_start(struct cli_progress *p, size_t total, const char *output
 	p->verbosity = cli_verbosity;
 	p->output = output;
 	/* A bar only when someone watches and per-file lines were not asked. */
-	p->tty = total > 1 && cli_verbosity == 1 && isatty(STDERR_FILENO);
+	p->tty = total > 1 && cli_verbosity == 1 && hs_os_isatty(2);
 	p->start = cli_now();
 }
 
@@ -241,40 +235,40 @@ int cli_report_write(const char *path, const struct hs_batch_item *items, size_t
 	size_t len = strlen(path) + 16;
 	char *tmp = malloc(len);
 	FILE *fp = NULL;
-	int fd = -1, r = EXIT_SOME_FAILED;
+	int fd = -1, sync_fd = -1, r = EXIT_SOME_FAILED;
 	bool created = false;
-	mode_t mask;
 
 	if (tmp == NULL)
 		goto out;
 	snprintf(tmp, len, "%s.XXXXXX", path);
-	if ((fd = mkstemp(tmp)) < 0)
+	if ((fd = hs_os_mkstemp(tmp)) < 0)
 		goto out;
 	created = true;
 	/* mkstemp makes 0600; a report is an ordinary file (umask applies). */
-	mask = umask(0);
-	umask(mask);
-	if (fchmod(fd, 0666 & ~mask) != 0 || (fp = fdopen(fd, "w")) == NULL)
+	if (hs_os_set_mode(fd, hs_os_new_file_mode()) != 0)
+		goto out;
+	sync_fd = fd;
+	if ((fp = hs_os_fdopen(fd, "w")) == NULL)
 		goto out;
 	fd = -1;
 	report_body(fp, items, n, info);
-	if (fflush(fp) != 0 || fsync(fileno(fp)) != 0 || fclose(fp) != 0) {
+	if (fflush(fp) != 0 || hs_os_fsync(sync_fd) != 0 || fclose(fp) != 0) {
 		fp = NULL;
 		goto out;
 	}
 	fp = NULL;
-	if (rename(tmp, path) == 0)
+	if (hs_os_replace(tmp, path) == 0)
 		r = 0;
 out:
 	if (r != 0) {
 		cli_error("%s: cannot write the report: %s", path, strerror(errno));
 		if (created)
-			unlink(tmp);
+			hs_os_unlink(tmp);
 	}
 	if (fp != NULL)
 		fclose(fp);
 	if (fd >= 0)
-		close(fd);
+		hs_os_close(fd);
 	free(tmp);
 	return r;
 }

@@ -38,7 +38,7 @@ static char *read_stream(FILE *fp)
 
 static char *read_file_secret(const char *path)
 {
-	FILE *fp = fopen(path, "rb");
+	FILE *fp = hs_os_fopen(path, "rb");
 	char *s;
 
 	if (fp == NULL)

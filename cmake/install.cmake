@@ -13,26 +13,40 @@ target_link_libraries(hsmsign_shared PUBLIC OpenSSL::Crypto OpenSSL::SSL PkgConf
 set_target_properties(hsmsign_shared PROPERTIES OUTPUT_NAME hsmsign
                       VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})
 # Every symbol resolved at link time; not with sanitizers, whose runtime
-# (Clang's) is linked into executables only.
-if(NOT HSMSIGN_SANITIZE AND NOT HSMSIGN_FUZZ)
+# (Clang's) is linked into executables only. GNU ld and lld spell it
+# --no-undefined; Apple's ld refuses undefined symbols by default.
+if(NOT HSMSIGN_SANITIZE AND NOT HSMSIGN_FUZZ AND NOT APPLE)
   target_link_options(hsmsign_shared PRIVATE "LINKER:--no-undefined")
 endif()
 
 set(HSMSIGN_GEN_DIR ${CMAKE_BINARY_DIR}/generated)
-add_custom_command(
-  OUTPUT ${HSMSIGN_GEN_DIR}/man/hsmsign.1 ${HSMSIGN_GEN_DIR}/completions/hsmsign.bash
-         ${HSMSIGN_GEN_DIR}/completions/_hsmsign ${HSMSIGN_GEN_DIR}/completions/hsmsign.fish
-  COMMAND ${CMAKE_COMMAND} -E make_directory ${HSMSIGN_GEN_DIR}/man ${HSMSIGN_GEN_DIR}/completions
-  COMMAND hsmsign-cli help-man ${HSMSIGN_GEN_DIR}/man
-  COMMAND hsmsign-cli help-completion bash > ${HSMSIGN_GEN_DIR}/completions/hsmsign.bash
-  COMMAND hsmsign-cli help-completion zsh > ${HSMSIGN_GEN_DIR}/completions/_hsmsign
-  COMMAND hsmsign-cli help-completion fish > ${HSMSIGN_GEN_DIR}/completions/hsmsign.fish
-  DEPENDS hsmsign-cli
-  COMMENT "Generating man pages and shell completions")
-add_custom_target(hsmsign-docs ALL DEPENDS ${HSMSIGN_GEN_DIR}/man/hsmsign.1)
+# Generating runs the built CLI: a cross build (cmake/mingw-w64.cmake)
+# can only with an emulator (-DCMAKE_CROSSCOMPILING_EMULATOR=wine).
+if(CMAKE_CROSSCOMPILING AND NOT CMAKE_CROSSCOMPILING_EMULATOR)
+  set(HSMSIGN_GEN_DOCS OFF)
+  message(STATUS "Cross-compiling without an emulator: no man pages or completions")
+else()
+  set(HSMSIGN_GEN_DOCS ON)
+endif()
+if(HSMSIGN_GEN_DOCS)
+  add_custom_command(
+    OUTPUT ${HSMSIGN_GEN_DIR}/man/hsmsign.1 ${HSMSIGN_GEN_DIR}/completions/hsmsign.bash
+           ${HSMSIGN_GEN_DIR}/completions/_hsmsign ${HSMSIGN_GEN_DIR}/completions/hsmsign.fish
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${HSMSIGN_GEN_DIR}/man ${HSMSIGN_GEN_DIR}/completions
+    COMMAND hsmsign-cli help-man ${HSMSIGN_GEN_DIR}/man
+    COMMAND hsmsign-cli help-completion bash > ${HSMSIGN_GEN_DIR}/completions/hsmsign.bash
+    COMMAND hsmsign-cli help-completion zsh > ${HSMSIGN_GEN_DIR}/completions/_hsmsign
+    COMMAND hsmsign-cli help-completion fish > ${HSMSIGN_GEN_DIR}/completions/hsmsign.fish
+    DEPENDS hsmsign-cli
+    COMMENT "Generating man pages and shell completions")
+  add_custom_target(hsmsign-docs ALL DEPENDS ${HSMSIGN_GEN_DIR}/man/hsmsign.1)
+endif()
 
 if(CMAKE_DL_LIBS)
   set(HSMSIGN_PC_DL "-l${CMAKE_DL_LIBS}")
+endif()
+if(WIN32)
+  set(HSMSIGN_PC_DL "-lws2_32") # platform_win32.c; no libdl on Windows
 endif()
 configure_file(cmake/hsmsign.pc.in ${HSMSIGN_GEN_DIR}/hsmsign.pc @ONLY)
 
@@ -43,25 +57,41 @@ install(TARGETS hsmsign_shared hsmsign
 install(FILES include/hsmsign.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev)
 install(FILES ${HSMSIGN_GEN_DIR}/hsmsign.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
         COMPONENT dev)
-install(DIRECTORY ${HSMSIGN_GEN_DIR}/man/ DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-        FILES_MATCHING PATTERN "*.1")
-install(FILES ${HSMSIGN_GEN_DIR}/completions/hsmsign.bash
-        DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME hsmsign)
-install(FILES ${HSMSIGN_GEN_DIR}/completions/_hsmsign
-        DESTINATION ${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions)
-install(FILES ${HSMSIGN_GEN_DIR}/completions/hsmsign.fish
-        DESTINATION ${CMAKE_INSTALL_DATADIR}/fish/vendor_completions.d)
+if(HSMSIGN_GEN_DOCS)
+  install(DIRECTORY ${HSMSIGN_GEN_DIR}/man/ DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+          FILES_MATCHING PATTERN "*.1")
+  install(FILES ${HSMSIGN_GEN_DIR}/completions/hsmsign.bash
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions RENAME hsmsign)
+  install(FILES ${HSMSIGN_GEN_DIR}/completions/_hsmsign
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/zsh/vendor-completions)
+  install(FILES ${HSMSIGN_GEN_DIR}/completions/hsmsign.fish
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/fish/vendor_completions.d)
+endif()
 
 # The git revision for --version, fixed at configure time (so it is the same
-# in every build of one configured tree); a source tarball or a package
-# build passes -DHSMSIGN_GIT_REVISION=... or gets "unknown".
+# in every build of one configured tree). Outside a git checkout (a source
+# tarball from `make dist`, a package build) the REVISION file at the top
+# of the tree says it; -DHSMSIGN_GIT_REVISION=... overrides both; else
+# "unknown".
 if(NOT DEFINED HSMSIGN_GIT_REVISION)
-  execute_process(COMMAND git rev-parse --short=12 HEAD
-                  WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-                  OUTPUT_VARIABLE HSMSIGN_GIT_REVISION OUTPUT_STRIP_TRAILING_WHITESPACE
-                  RESULT_VARIABLE HSMSIGN_GIT_RESULT ERROR_QUIET)
+  # Only our own checkout: a tarball unpacked inside some other git
+  # repository must not take that repository's revision.
+  set(HSMSIGN_GIT_RESULT 1)
+  if(EXISTS ${PROJECT_SOURCE_DIR}/.git)
+    execute_process(COMMAND git rev-parse --short=12 HEAD
+                    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+                    OUTPUT_VARIABLE HSMSIGN_GIT_REVISION OUTPUT_STRIP_TRAILING_WHITESPACE
+                    RESULT_VARIABLE HSMSIGN_GIT_RESULT ERROR_QUIET)
+  endif()
   if(NOT HSMSIGN_GIT_RESULT EQUAL 0 OR HSMSIGN_GIT_REVISION STREQUAL "")
     set(HSMSIGN_GIT_REVISION unknown)
+    if(EXISTS ${PROJECT_SOURCE_DIR}/REVISION)
+      file(STRINGS ${PROJECT_SOURCE_DIR}/REVISION HSMSIGN_REVISION_FILE LIMIT_COUNT 1
+           REGEX "^[0-9a-f]+$")
+      if(HSMSIGN_REVISION_FILE)
+        set(HSMSIGN_GIT_REVISION ${HSMSIGN_REVISION_FILE})
+      endif()
+    endif()
   endif()
 endif()
 set_source_files_properties(lib/core/version.c PROPERTIES

@@ -24,6 +24,27 @@ extern "C" {
 
 #define HS_VERSION "0.1.0"
 
+/*
+ * HS_API marks what libhsmsign exports: the functions declared here and
+ * nothing else (the library is built with -fvisibility=hidden). On Windows
+ * the DLL exports them (dllexport while it is built) and programs import
+ * them (dllimport); a program that links the static library instead
+ * defines HS_STATIC.
+ */
+#if defined(_WIN32)
+#if defined(HS_BUILDING_LIBRARY)
+#define HS_API __declspec(dllexport)
+#elif defined(HS_STATIC)
+#define HS_API
+#else
+#define HS_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) || defined(__clang__)
+#define HS_API __attribute__((visibility("default")))
+#else
+#define HS_API
+#endif
+
 /* Versions for --version and bug reports; all strings are static. The
  * library versions are those loaded at run time. */
 struct hs_version_info {
@@ -33,7 +54,7 @@ struct hs_version_info {
 	const char *curl;         /* e.g. "7.88.1" */
 	const char *jansson;      /* e.g. "2.14" */
 };
-void hs_version_get(struct hs_version_info *out);
+HS_API void hs_version_get(struct hs_version_info *out);
 
 /* Error codes. Callers normally branch on two or three of these at most. */
 enum hs_error {
@@ -53,7 +74,7 @@ enum hs_error {
 };
 
 /* A short static name for an error code, e.g. "format error". */
-const char *hs_strerror(int err);
+HS_API const char *hs_strerror(int err);
 
 /* Library context: holds the last error message and the log callback. One
  * context per thread; a context is not safe for concurrent use. */
@@ -70,15 +91,15 @@ enum hs_log_level {
  * the duration of the call. */
 typedef void (*hs_log_fn)(enum hs_log_level level, const char *msg, void *userdata);
 
-int hs_ctx_new(struct hs_ctx **out);
-void hs_ctx_free(struct hs_ctx *ctx);
-void hs_ctx_set_log(struct hs_ctx *ctx, hs_log_fn fn, void *userdata);
+HS_API int hs_ctx_new(struct hs_ctx **out);
+HS_API void hs_ctx_free(struct hs_ctx *ctx);
+HS_API void hs_ctx_set_log(struct hs_ctx *ctx, hs_log_fn fn, void *userdata);
 /* Last error message ("" if none); borrowed, valid until the next call that
  * fails or hs_ctx_clear_error(). */
-const char *hs_ctx_message(const struct hs_ctx *ctx);
+HS_API const char *hs_ctx_message(const struct hs_ctx *ctx);
 /* Last error code (0 if none). */
-int hs_ctx_error(const struct hs_ctx *ctx);
-void hs_ctx_clear_error(struct hs_ctx *ctx);
+HS_API int hs_ctx_error(const struct hs_ctx *ctx);
+HS_API void hs_ctx_clear_error(struct hs_ctx *ctx);
 
 /* Digest algorithms for the file digest and the signature. */
 enum hs_digest {
@@ -89,9 +110,9 @@ enum hs_digest {
 };
 
 /* Parses "sha256", "SHA-256", ... into *out. Returns HS_ERR_INVALID. */
-int hs_digest_from_name(enum hs_digest *out, const char *name);
+HS_API int hs_digest_from_name(enum hs_digest *out, const char *name);
 /* "sha256" etc.; "unknown" for values outside the enum. */
-const char *hs_digest_name(enum hs_digest digest);
+HS_API const char *hs_digest_name(enum hs_digest digest);
 
 /*
  * Keys. A key is a signing key plus its certificate chain, held by a key
@@ -114,18 +135,19 @@ struct hs_key_file_opts {
 	}
 
 /* Opens a key held in local files. *out is freed with hs_key_free(). */
-int hs_key_open_file(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_file_opts *opts);
-void hs_key_free(struct hs_key *key);
+HS_API int hs_key_open_file(struct hs_ctx *ctx, struct hs_key **out,
+                            const struct hs_key_file_opts *opts);
+HS_API void hs_key_free(struct hs_key *key);
 /* Subject of the signing certificate, one line; borrowed from the key. */
-const char *hs_key_subject(const struct hs_key *key);
+HS_API const char *hs_key_subject(const struct hs_key *key);
 /* Name of the provider ("file", ...); static string. */
-const char *hs_key_provider_name(const struct hs_key *key);
+HS_API const char *hs_key_provider_name(const struct hs_key *key);
 /* The key's name in its store (a Key Vault key URL), or "sha1:<thumbprint>"
  * of the signing certificate; borrowed from the key. */
-const char *hs_key_id(const struct hs_key *key);
+HS_API const char *hs_key_id(const struct hs_key *key);
 /* Requests sent to the key's remote service so far (retries included);
  * 0 for local keys. */
-unsigned long hs_key_requests(const struct hs_key *key);
+HS_API unsigned long hs_key_requests(const struct hs_key *key);
 
 /*
  * Azure Key Vault and Managed HSM keys. The private key never leaves the
@@ -159,6 +181,10 @@ struct hs_azure_key_opts {
 	const char *client_cert_path;     /* certificate credential (PEM/PKCS#12) */
 	const char *client_cert_password; /* borrowed, secret */
 	const char *authority;            /* -au: URL or public/china/usgov */
+	/* credential "github-oidc-bearer" (a server such as `hsmsign serve`
+	 * that takes the GitHub Actions OIDC token itself): its audience;
+	 * NULL: "hsmsign". */
+	const char *oidc_audience;
 
 	/* HTTP behaviour; 0 means the default. */
 	int max_retries;      /* 0: default 6; -1: none */
@@ -182,8 +208,8 @@ struct hs_azure_key_opts {
  * fetches the certificate (and missing intermediates) once. Secrets in opts
  * are copied into memory that is wiped on free; the caller may wipe its
  * own copies when this returns. *out is freed with hs_key_free(). */
-int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out,
-                      const struct hs_azure_key_opts *opts);
+HS_API int hs_key_open_azure(struct hs_ctx *ctx, struct hs_key **out,
+                             const struct hs_azure_key_opts *opts);
 
 /*
  * Key Vault certificate administration (`hsmsign vault`, `doctor`). `conn`
@@ -207,18 +233,18 @@ struct hs_vault_csr_opts {
  * a non-exportable key, codeSigning EKU, digitalSignature key usage. *csr_pem
  * (freed with hs_free()) receives the CSR for the CA as PEM. HS_ERR_INVALID
  * when a request is already pending and cancel_pending is 0. */
-int hs_vault_csr(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
-                 const struct hs_vault_csr_opts *opts, char **csr_pem);
+HS_API int hs_vault_csr(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
+                        const struct hs_vault_csr_opts *opts, char **csr_pem);
 
 /* Merges the CA's answer into the pending request. files (NULL-terminated)
  * hold certificates as PEM, DER or PKCS#7, in any order: the one whose
  * public key is the CSR's is the leaf, the rest are sorted into its chain.
  * HS_ERR_INVALID (nothing sent) when no certificate matches the CSR. */
-int hs_vault_merge(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
-                   const char *const *files);
+HS_API int hs_vault_merge(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
+                          const char *const *files);
 
 /* Cancels and deletes the pending request of conn->certificate. */
-int hs_vault_cancel_pending(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn);
+HS_API int hs_vault_cancel_pending(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn);
 
 struct hs_vault_cert_info {
 	char *subject, *issuer, *serial; /* one line each; serial in hex */
@@ -242,9 +268,9 @@ struct hs_vault_cert_info {
 /* Reads conn->certificate from the vault (and missing intermediates via
  * AIA unless conn->no_aia). roots: PEM roots for the chain check, or NULL
  * for the system store. *out is freed with hs_vault_cert_info_free(). */
-int hs_vault_show(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn, const char *roots,
-                  struct hs_vault_cert_info **out);
-void hs_vault_cert_info_free(struct hs_vault_cert_info *info);
+HS_API int hs_vault_show(struct hs_ctx *ctx, const struct hs_azure_key_opts *conn,
+                         const char *roots, struct hs_vault_cert_info **out);
+HS_API void hs_vault_cert_info_free(struct hs_vault_cert_info *info);
 
 /*
  * AWS KMS keys (docs/providers.md). The certificate comes from a file; one
@@ -275,8 +301,8 @@ struct hs_aws_kms_key_opts {
 	}
 
 /* Opens a key held in AWS KMS. *out is freed with hs_key_free(). */
-int hs_key_open_aws_kms(struct hs_ctx *ctx, struct hs_key **out,
-                        const struct hs_aws_kms_key_opts *opts);
+HS_API int hs_key_open_aws_kms(struct hs_ctx *ctx, struct hs_key **out,
+                               const struct hs_aws_kms_key_opts *opts);
 
 /*
  * Google Cloud KMS keys (docs/providers.md). The certificate comes from a
@@ -310,8 +336,8 @@ struct hs_gcp_kms_key_opts {
 	}
 
 /* Opens a key held in Google Cloud KMS. *out is freed with hs_key_free(). */
-int hs_key_open_gcp_kms(struct hs_ctx *ctx, struct hs_key **out,
-                        const struct hs_gcp_kms_key_opts *opts);
+HS_API int hs_key_open_gcp_kms(struct hs_ctx *ctx, struct hs_key **out,
+                               const struct hs_gcp_kms_key_opts *opts);
 
 /* One certificate chain of a Cloud HSM attestation, as checked. */
 struct hs_gcp_attestation_chain {
@@ -342,10 +368,10 @@ struct hs_gcp_attestation {
  * when a chain does not verify. *out is freed with
  * hs_gcp_attestation_free().
  */
-int hs_gcp_kms_attestation(struct hs_ctx *ctx, const struct hs_gcp_kms_key_opts *opts,
-                           const char *roots_file, const char *output,
-                           struct hs_gcp_attestation **out);
-void hs_gcp_attestation_free(struct hs_gcp_attestation *att);
+HS_API int hs_gcp_kms_attestation(struct hs_ctx *ctx, const struct hs_gcp_kms_key_opts *opts,
+                                  const char *roots_file, const char *output,
+                                  struct hs_gcp_attestation **out);
+HS_API void hs_gcp_attestation_free(struct hs_gcp_attestation *att);
 
 /*
  * HashiCorp Vault transit keys (docs/providers.md). The certificate comes
@@ -382,8 +408,8 @@ struct hs_vault_transit_key_opts {
 
 /* Opens a key held in a Vault transit engine. *out is freed with
  * hs_key_free(). */
-int hs_key_open_vault_transit(struct hs_ctx *ctx, struct hs_key **out,
-                              const struct hs_vault_transit_key_opts *opts);
+HS_API int hs_key_open_vault_transit(struct hs_ctx *ctx, struct hs_key **out,
+                                     const struct hs_vault_transit_key_opts *opts);
 
 /*
  * Azure Trusted Signing (Artifact Signing) certificate profiles
@@ -426,8 +452,8 @@ struct hs_trusted_signing_key_opts {
 
 /* Opens a Trusted Signing certificate profile as a key. *out is freed
  * with hs_key_free(). */
-int hs_key_open_trusted_signing(struct hs_ctx *ctx, struct hs_key **out,
-                                const struct hs_trusted_signing_key_opts *opts);
+HS_API int hs_key_open_trusted_signing(struct hs_ctx *ctx, struct hs_key **out,
+                                       const struct hs_trusted_signing_key_opts *opts);
 
 /*
  * Timestamps (RFC 3161 or legacy Authenticode). A timestamp authority (TSA)
@@ -493,8 +519,8 @@ struct hs_pkcs11_key_opts {
  * token and key, logs in once, loads the certificate chain. A PIN is kept
  * after this returns only for keys that demand it for every signature
  * (CKA_ALWAYS_AUTHENTICATE), in memory wiped on free. */
-int hs_key_open_pkcs11(struct hs_ctx *ctx, struct hs_key **out,
-                       const struct hs_pkcs11_key_opts *opts);
+HS_API int hs_key_open_pkcs11(struct hs_ctx *ctx, struct hs_key **out,
+                              const struct hs_pkcs11_key_opts *opts);
 
 enum hs_pkcs11_kind {
 	HS_PKCS11_SLOT = 0,
@@ -516,8 +542,8 @@ typedef void (*hs_pkcs11_list_fn)(const struct hs_pkcs11_entry *entry, void *use
 /* Reports every slot, token, private key and certificate of opts->module
  * (tokens filtered by opts->uri if set). With a PIN (opts->pin or pin_fn),
  * logs in to the one token selected, so private objects show too. */
-int hs_pkcs11_list(struct hs_ctx *ctx, const struct hs_pkcs11_key_opts *opts, hs_pkcs11_list_fn fn,
-                   void *userdata);
+HS_API int hs_pkcs11_list(struct hs_ctx *ctx, const struct hs_pkcs11_key_opts *opts,
+                          hs_pkcs11_list_fn fn, void *userdata);
 
 /*
  * Text encodings of scripts (.ps1, .vbs, ...). A byte order mark always
@@ -533,7 +559,7 @@ enum hs_text_encoding {
 };
 /* Parses "utf-8", "utf-16le", "utf-16be", "windows-1252" (or "cp1252"),
  * "auto". Returns HS_ERR_INVALID for anything else. */
-int hs_text_encoding_from_name(enum hs_text_encoding *out, const char *name);
+HS_API int hs_text_encoding_from_name(enum hs_text_encoding *out, const char *name);
 
 /* Signing. */
 struct hs_sign_opts {
@@ -575,12 +601,12 @@ enum hs_sign_outcome {
 };
 
 /* Signs one file. *outcome (may be NULL) says whether it was skipped. */
-int hs_sign_file(struct hs_ctx *ctx, struct hs_key *key, const char *path,
-                 const struct hs_sign_opts *opts, enum hs_sign_outcome *outcome);
+HS_API int hs_sign_file(struct hs_ctx *ctx, struct hs_key *key, const char *path,
+                        const struct hs_sign_opts *opts, enum hs_sign_outcome *outcome);
 
 /* Detects and parses a file as hs_sign_file() would, without signing:
  * *format is a static name ("pe", "msi", ...). */
-int hs_file_format(struct hs_ctx *ctx, const char *path, const char **format);
+HS_API int hs_file_format(struct hs_ctx *ctx, const char *path, const char **format);
 
 /*
  * Batch signing: many files with one key, up to `jobs` at once on worker
@@ -638,10 +664,11 @@ struct hs_batch_opts {
 /* Signs items[0..n). Returns 0 when the batch ran (each item says how its
  * file fared), or a negative error when it could not start (threads,
  * memory). ctx gets the message of such an error only. */
-int hs_batch_sign(struct hs_ctx *ctx, struct hs_key *key, struct hs_batch_item *items, size_t n,
-                  const struct hs_sign_opts *sign, const struct hs_batch_opts *opts);
+HS_API int hs_batch_sign(struct hs_ctx *ctx, struct hs_key *key, struct hs_batch_item *items,
+                         size_t n, const struct hs_sign_opts *sign,
+                         const struct hs_batch_opts *opts);
 /* Frees what hs_batch_sign() stored in the items (not the items). */
-void hs_batch_items_clear(struct hs_batch_item *items, size_t n);
+HS_API void hs_batch_items_clear(struct hs_batch_item *items, size_t n);
 
 /* Verification. */
 enum hs_verify_status {
@@ -657,7 +684,7 @@ enum hs_verify_status {
 };
 
 /* A short static description of a status, e.g. "digest mismatch". */
-const char *hs_verify_status_name(enum hs_verify_status status);
+HS_API const char *hs_verify_status_name(enum hs_verify_status status);
 
 struct hs_signature_info {
 	enum hs_verify_status status;
@@ -700,9 +727,9 @@ struct hs_verify_result {
  * could not be read at all (missing or unreadable file, bad ca_file).
  * *out is freed with hs_verify_result_free().
  */
-int hs_verify_file(struct hs_ctx *ctx, const char *path, const struct hs_verify_opts *opts,
-                   struct hs_verify_result **out);
-void hs_verify_result_free(struct hs_verify_result *result);
+HS_API int hs_verify_file(struct hs_ctx *ctx, const char *path, const struct hs_verify_opts *opts,
+                          struct hs_verify_result **out);
+HS_API void hs_verify_result_free(struct hs_verify_result *result);
 
 /*
  * Adds or replaces the timestamp of an existing signature without any key:
@@ -711,8 +738,9 @@ void hs_verify_result_free(struct hs_verify_result *result);
  * atomically. HS_ERR_NOTFOUND when the file is not signed or has no such
  * signature; HS_ERR_INVALID when opts names no TSA.
  */
-int hs_timestamp_file(struct hs_ctx *ctx, const char *path, const struct hs_timestamp_opts *opts,
-                      unsigned index, const char *output);
+HS_API int hs_timestamp_file(struct hs_ctx *ctx, const char *path,
+                             const struct hs_timestamp_opts *opts, unsigned index,
+                             const char *output);
 
 /*
  * Catalogs (.cat). hs_catalog_create() writes an unsigned catalog listing
@@ -721,28 +749,30 @@ int hs_timestamp_file(struct hs_ctx *ctx, const char *path, const struct hs_time
  * whole file, and its base name. digest: HS_DIGEST_SHA1 (catalog version
  * 1) or HS_DIGEST_SHA256 (version 2). The output appears atomically.
  */
-int hs_catalog_create(struct hs_ctx *ctx, const char *output, const char *const *files,
-                      size_t n_files, enum hs_digest digest);
+HS_API int hs_catalog_create(struct hs_ctx *ctx, const char *output, const char *const *files,
+                             size_t n_files, enum hs_digest digest);
 /* Sets *listed to 1 when a member of catalog carries file's digest (with
  * the catalog's algorithm), else 0. The catalog's own signature is not
  * checked here: verify it with hs_verify_file(). */
-int hs_catalog_lookup(struct hs_ctx *ctx, const char *catalog, const char *file, int *listed);
+HS_API int hs_catalog_lookup(struct hs_ctx *ctx, const char *catalog, const char *file,
+                             int *listed);
 
 /* Removes the signature from a file, in place when output is NULL.
  * HS_ERR_NOTFOUND when the file is not signed. */
-int hs_remove_signature(struct hs_ctx *ctx, const char *path, const char *output);
+HS_API int hs_remove_signature(struct hs_ctx *ctx, const char *path, const char *output);
 
 /* Copies the DER PKCS#7 ContentInfo embedded in a file into *out (freed
  * with hs_free()). HS_ERR_NOTFOUND when the file is not signed. */
-int hs_extract_signature(struct hs_ctx *ctx, const char *path, uint8_t **out, size_t *out_len);
+HS_API int hs_extract_signature(struct hs_ctx *ctx, const char *path, uint8_t **out,
+                                size_t *out_len);
 
 /* Nested signatures: index 0 is the primary signature (removing it removes
  * every signature; extracting it gives the whole PKCS#7), 1.. the nested
  * ones in file order. HS_ERR_NOTFOUND when there is no such signature. */
-int hs_remove_signature_index(struct hs_ctx *ctx, const char *path, unsigned index,
-                              const char *output);
-int hs_extract_signature_index(struct hs_ctx *ctx, const char *path, unsigned index, uint8_t **out,
-                               size_t *out_len);
+HS_API int hs_remove_signature_index(struct hs_ctx *ctx, const char *path, unsigned index,
+                                     const char *output);
+HS_API int hs_extract_signature_index(struct hs_ctx *ctx, const char *path, unsigned index,
+                                      uint8_t **out, size_t *out_len);
 
 /*
  * Two-step signing (docs/cli.md "Two-step signing"). hs_request_create()
@@ -759,23 +789,23 @@ int hs_extract_signature_index(struct hs_ctx *ctx, const char *path, unsigned in
  * Either way nothing is written on refusal. With RSA the result is
  * byte-identical to hs_sign_file() with the same key and options.
  */
-int hs_request_create(struct hs_ctx *ctx, const char *path, const char *cert_file,
-                      const struct hs_sign_opts *opts, const char *request_path);
-int hs_attach_signature(struct hs_ctx *ctx, const char *path, const char *request_path,
-                        const uint8_t *sig, size_t sig_len, const struct hs_sign_opts *opts);
+HS_API int hs_request_create(struct hs_ctx *ctx, const char *path, const char *cert_file,
+                             const struct hs_sign_opts *opts, const char *request_path);
+HS_API int hs_attach_signature(struct hs_ctx *ctx, const char *path, const char *request_path,
+                               const uint8_t *sig, size_t sig_len, const struct hs_sign_opts *opts);
 /* Signs a request's digest with key (any provider), whose certificate must
  * be the request's signer: *out (freed with hs_free()) receives the raw
  * signature that hs_attach_signature() takes. */
-int hs_request_sign(struct hs_ctx *ctx, struct hs_key *key, const char *request_path, uint8_t **out,
-                    size_t *out_len);
+HS_API int hs_request_sign(struct hs_ctx *ctx, struct hs_key *key, const char *request_path,
+                           uint8_t **out, size_t *out_len);
 
 /* Computes the Authenticode digest of a file (signed or not) as a signer
  * would: *out (freed with hs_free()) receives *out_len bytes. */
-int hs_digest_file(struct hs_ctx *ctx, const char *path, enum hs_digest digest, uint8_t **out,
-                   size_t *out_len);
+HS_API int hs_digest_file(struct hs_ctx *ctx, const char *path, enum hs_digest digest,
+                          uint8_t **out, size_t *out_len);
 
 /* Frees memory returned by the library through a plain pointer. */
-void hs_free(void *ptr);
+HS_API void hs_free(void *ptr);
 
 #ifdef __cplusplus
 }

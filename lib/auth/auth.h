@@ -33,7 +33,7 @@ struct hs_azure_credential;
 struct hs_azure_cred_opts {
 	/* NULL or "default": the chain. Else one of: "token", "secret",
 	 * "certificate", "environment", "workload-identity", "github-oidc",
-	 * "managed-identity", "azure-cli". */
+	 * "github-oidc-bearer", "managed-identity", "azure-cli". */
 	const char *kind;
 	const char *access_token;     /* kind "token" (-kva) */
 	const char *tenant_id;        /* -kvt */
@@ -44,10 +44,13 @@ struct hs_azure_cred_opts {
 	/* Authority: a URL, or a cloud name "public", "china", "usgov"
 	 * (-au). NULL: AZURE_AUTHORITY_HOST or the public cloud. */
 	const char *authority;
+	/* kind "github-oidc-bearer": the audience asked of GitHub (NULL:
+	 * "hsmsign"); the job's OIDC token itself is the bearer token. */
+	const char *oidc_audience;
 };
 #define HS_AZURE_CRED_OPTS_INIT                                                                    \
 	{                                                                                          \
-		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL                                     \
+		NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL                               \
 	}
 
 /* The credential options of o, any options struct (Key Vault, Trusted

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -49,8 +48,9 @@ static const struct hs_token_source_ops *const cred_environment_chain[] = {
         NULL,
 };
 static const struct hs_token_source_ops *const cred_all_sources[] = {
-        &hs_source_token,  &hs_source_secret,           &hs_source_certificate, &hs_source_workload,
-        &hs_source_github, &hs_source_managed_identity, &hs_source_azure_cli,   NULL,
+        &hs_source_token,     &hs_source_secret,        &hs_source_certificate,
+        &hs_source_workload,  &hs_source_github,        &hs_source_managed_identity,
+        &hs_source_azure_cli, &hs_source_github_bearer, NULL,
 };
 
 char *hs_secret_strdup(const char *s)
@@ -91,8 +91,8 @@ int hs_auth_read_file(struct hs_ctx *ctx, const char *path, const char *what, si
                       struct hs_buf *out)
 {
 	unsigned char chunk[4096];
-	FILE *f = fopen(path, "rb");
-	struct stat st;
+	FILE *f = hs_os_fopen(path, "rb");
+	struct hs_os_stat st;
 	size_t n;
 	int r;
 
@@ -100,8 +100,8 @@ int hs_auth_read_file(struct hs_ctx *ctx, const char *path, const char *what, si
 		return hs_error_set(ctx, HS_ERR_IO, "cannot open %s %s: %s", what, path,
 		                    strerror(errno));
 	/* Reserve up front so that realloc() leaves no stray copies of key material. */
-	if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && (size_t)st.st_size < max)
-		hs_buf_reserve(out, (size_t)st.st_size + 1);
+	if (hs_os_stat(path, &st) == 0 && st.size > 0 && st.size < max)
+		hs_buf_reserve(out, (size_t)st.size + 1);
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
 		if (n > max - out->len) {
 			r = hs_error_set(ctx, HS_ERR_INVALID, "%s %s is larger than %zu bytes",
@@ -307,7 +307,8 @@ static int cred_cfg_load(struct hs_ctx *ctx, struct hs_auth_cfg *cfg,
 	     cred_dup(&cfg->identity_header, cred_env("IDENTITY_HEADER"), true) &&
 	     cred_dup(&cfg->imds_endpoint, cred_env("IMDS_ENDPOINT"), false) &&
 	     cred_dup(&cfg->cli_path, cred_env("AZURE_CLI_PATH"), false) &&
-	     cred_dup(&cfg->access_token, opts->access_token, true);
+	     cred_dup(&cfg->access_token, opts->access_token, true) &&
+	     cred_dup(&cfg->oidc_audience, opts->oidc_audience, false);
 	if (ok && cfg->imds_endpoint == NULL)
 		ok = (cfg->imds_endpoint = strdup("http://169.254.169.254")) != NULL;
 	if (ok && cfg->cli_path == NULL)
@@ -334,6 +335,7 @@ static void cred_cfg_free(struct hs_auth_cfg *cfg)
 	free(cfg->imds_endpoint);
 	free(cfg->cli_path);
 	hs_secret_free(cfg->access_token);
+	free(cfg->oidc_audience);
 }
 
 /* The sources for opts->kind: a chain (NULL-terminated) and whether it is one. */
@@ -372,7 +374,7 @@ static int cred_sources_for(struct hs_ctx *ctx, const struct hs_azure_cred_opts 
 	return hs_error_set(ctx, HS_ERR_INVALID,
 	                    "unknown Azure credential '%s' (use default, token, secret, "
 	                    "certificate, environment, workload-identity, github-oidc, "
-	                    "managed-identity or azure-cli)",
+	                    "github-oidc-bearer, managed-identity or azure-cli)",
 	                    kind);
 }
 

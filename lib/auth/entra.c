@@ -186,6 +186,7 @@ int hs_entra_token(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, const char
 	req.url = endpoint;
 	req.body = form.data;
 	req.body_len = form.len;
+	req.service = "Microsoft Entra ID";
 	if ((r = hs_http_send(ctx, cfg->http, &req, &resp)) < 0)
 		goto out;
 	if (resp.status != 200) {

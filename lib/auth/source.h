@@ -45,7 +45,8 @@ struct hs_auth_cfg {
 	char *identity_header;   /* secret */
 	char *imds_endpoint;     /* no trailing '/' */
 	char *cli_path;
-	char *access_token; /* secret */
+	char *access_token;  /* secret */
+	char *oidc_audience; /* github-oidc-bearer; NULL: "hsmsign" */
 };
 
 struct hs_token_source;
@@ -73,6 +74,7 @@ extern const struct hs_token_source_ops hs_source_secret;
 extern const struct hs_token_source_ops hs_source_certificate;
 extern const struct hs_token_source_ops hs_source_workload;
 extern const struct hs_token_source_ops hs_source_github;
+extern const struct hs_token_source_ops hs_source_github_bearer;
 extern const struct hs_token_source_ops hs_source_managed_identity;
 extern const struct hs_token_source_ops hs_source_azure_cli;
 
@@ -81,8 +83,7 @@ char *hs_secret_strdup(const char *s);
 void hs_secret_free(char *s);
 /* A source that is not configured: a debug line in a chain (returns 0), else
  * HS_ERR_INVALID with the message. */
-int hs_auth_not_configured(struct hs_ctx *ctx, bool in_chain, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+int hs_auth_not_configured(struct hs_ctx *ctx, bool in_chain, const char *fmt, ...) HS_PRINTF(3, 4);
 /* Reads a whole small file (at most max bytes) into out (wipe with hs_buf_free_secret);
  * `what` names it in messages. out is NUL-terminated beyond len. */
 int hs_auth_read_file(struct hs_ctx *ctx, const char *path, const char *what, size_t max,

@@ -3,23 +3,15 @@
  * --resource R [--tenant T]` (AZURE_CLI_PATH or "az" from PATH) without a shell.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
 
 #include "auth/source.h"
-
-extern char **environ;
 
 #define CLI_STDOUT_MAX (1024 * 1024)
 #define CLI_STDERR_MAX (16 * 1024)
@@ -29,18 +21,9 @@ extern char **environ;
 struct cli_run {
 	struct hs_buf out; /* secret: holds the token */
 	struct hs_buf err;
-	int status; /* waitpid() status */
-	bool timed_out;
+	struct hs_os_exit exit;
 	bool too_large;
 };
-
-static long cli_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int cli_create(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, bool in_chain,
                       struct hs_token_source **out)
@@ -55,95 +38,16 @@ static void cli_free(struct hs_token_source *src)
 	free(src);
 }
 
-/* Starts argv[0] with stdout/stderr on pipes and stdin on /dev/null; errno-style result. */
-static int cli_spawn(char *const argv[], pid_t *pid, int *out_fd, int *err_fd)
+/* hs_os_run() output callback: keeps stdout and stderr up to their caps. */
+static bool cli_output(void *userdata, int stream, const void *data, size_t len)
 {
-	posix_spawn_file_actions_t fa;
-	int out_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, e;
+	struct cli_run *run = userdata;
+	struct hs_buf *buf = stream == 1 ? &run->out : &run->err;
+	size_t max = stream == 1 ? CLI_STDOUT_MAX : CLI_STDERR_MAX;
 
-	if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0) {
-		e = errno;
-		goto fail;
-	}
-	if ((e = posix_spawn_file_actions_init(&fa)) != 0)
-		goto fail;
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
-	posix_spawn_file_actions_addclose(&fa, out_pipe[0]);
-	posix_spawn_file_actions_addclose(&fa, err_pipe[0]);
-	e = posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (e != 0)
-		goto fail;
-	close(out_pipe[1]);
-	close(err_pipe[1]);
-	*out_fd = out_pipe[0];
-	*err_fd = err_pipe[0];
-	return 0;
-fail:
-	for (int i = 0; i < 2; i++) {
-		if (out_pipe[i] >= 0)
-			close(out_pipe[i]);
-		if (err_pipe[i] >= 0)
-			close(err_pipe[i]);
-	}
-	return e;
-}
-
-/* Reads one chunk from fd into buf; false at EOF/error (fd then closed and set to -1). */
-static bool cli_read_some(int *fd, struct hs_buf *buf, size_t max, bool *too_large)
-{
-	char chunk[4096];
-	ssize_t n = read(*fd, chunk, sizeof(chunk));
-
-	if (n < 0 && errno == EINTR)
-		return true;
-	if (n <= 0) {
-		close(*fd);
-		*fd = -1;
-		return false;
-	}
-	if ((size_t)n > max - buf->len || hs_buf_append(buf, chunk, (size_t)n) < 0)
-		*too_large = true;
-	OPENSSL_cleanse(chunk, sizeof(chunk));
-	return !*too_large;
-}
-
-/* Collects the child's output until both pipes close, the cap, or the timeout. */
-static void cli_collect(pid_t pid, int out_fd, int err_fd, struct cli_run *run)
-{
-	long deadline = cli_now_ms() + CLI_TIMEOUT_MS;
-	struct pollfd fds[2];
-	int n;
-
-	while ((out_fd >= 0 || err_fd >= 0) && !run->too_large) {
-		long left = deadline - cli_now_ms();
-
-		if (left <= 0) {
-			run->timed_out = true;
-			break;
-		}
-		fds[0] = (struct pollfd){.fd = out_fd, .events = POLLIN};
-		fds[1] = (struct pollfd){.fd = err_fd, .events = POLLIN};
-		n = poll(fds, 2, (int)left);
-		if (n < 0 && errno != EINTR)
-			break;
-		if (n <= 0)
-			continue;
-		if (out_fd >= 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
-			cli_read_some(&out_fd, &run->out, CLI_STDOUT_MAX, &run->too_large);
-		if (err_fd >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
-			cli_read_some(&err_fd, &run->err, CLI_STDERR_MAX, &run->too_large);
-	}
-	if (out_fd >= 0 || err_fd >= 0)
-		kill(pid, SIGKILL); /* our own child, stuck or too chatty */
-	if (out_fd >= 0)
-		close(out_fd);
-	if (err_fd >= 0)
-		close(err_fd);
-	while (waitpid(pid, &run->status, 0) < 0 && errno == EINTR)
-		;
+	if (len > max - buf->len || hs_buf_append(buf, data, len) < 0)
+		run->too_large = true;
+	return !run->too_large;
 }
 
 /* Unix time of az's "expiresOn" (naive local time "%Y-%m-%d %H:%M:%S.%f"), or 0. */
@@ -194,7 +98,7 @@ static int cli_failure(struct hs_ctx *ctx, struct cli_run *run)
 	char line[300] = "";
 	const char *p;
 
-	if (run->timed_out)
+	if (run->exit.timed_out)
 		return hs_error_set(ctx, HS_ERR_AUTH, "Azure CLI did not answer within %ld s",
 		                    CLI_TIMEOUT_MS / 1000);
 	if (run->too_large)
@@ -204,11 +108,11 @@ static int cli_failure(struct hs_ctx *ctx, struct cli_run *run)
 			;
 		hs_auth_first_line(line, sizeof(line), p);
 	}
-	if (WIFEXITED(run->status))
+	if (run->exit.code >= 0)
 		return hs_error_set(ctx, HS_ERR_AUTH, "Azure CLI failed (exit %d)%s%s",
-		                    WEXITSTATUS(run->status), line[0] ? ": " : "", line);
+		                    run->exit.code, line[0] ? ": " : "", line);
 	return hs_error_set(ctx, HS_ERR_AUTH, "Azure CLI was killed by signal %d",
-	                    WIFSIGNALED(run->status) ? WTERMSIG(run->status) : 0);
+	                    run->exit.signal);
 }
 
 /* Arguments must not be mistaken for options. */
@@ -227,8 +131,7 @@ static int cli_get(struct hs_ctx *ctx, struct hs_token_source *src, const char *
 	                  "json",        "--resource", resource,           NULL,
 	                  NULL,          NULL};
 	struct cli_run run = {0};
-	int out_fd = -1, err_fd = -1, e, r;
-	pid_t pid;
+	int e, r;
 
 	if (resource == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
@@ -240,7 +143,7 @@ static int cli_get(struct hs_ctx *ctx, struct hs_token_source *src, const char *
 		argv[7] = "--tenant";
 		argv[8] = (char *)tenant;
 	}
-	if ((e = cli_spawn(argv, &pid, &out_fd, &err_fd)) != 0) {
+	if ((e = hs_os_run(argv, CLI_TIMEOUT_MS, cli_output, &run, &run.exit)) != 0) {
 		if (src->in_chain && (e == ENOENT || e == EACCES)) {
 			hs_log(ctx, HS_LOG_DEBUG, "Azure CLI '%s' not found", cfg->cli_path);
 			r = HS_AUTH_UNAVAILABLE;
@@ -252,9 +155,7 @@ static int cli_get(struct hs_ctx *ctx, struct hs_token_source *src, const char *
 		}
 		goto out;
 	}
-	cli_collect(pid, out_fd, err_fd, &run);
-	if (run.timed_out || run.too_large || !WIFEXITED(run.status) ||
-	    WEXITSTATUS(run.status) != 0) {
+	if (run.exit.timed_out || run.too_large || run.exit.code != 0) {
 		r = cli_failure(ctx, &run);
 		goto out;
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -136,6 +137,7 @@ int hs_github_oidc_token(struct hs_ctx *ctx, struct hs_http *http, const char *r
 		goto out;
 	headers[0] = auth_header;
 	req.url = url;
+	req.service = "GitHub Actions OIDC";
 	if ((r = hs_http_send(ctx, http, &req, &resp)) < 0)
 		goto out;
 	if (resp.status != 200) {
@@ -172,5 +174,49 @@ const struct hs_token_source_ops hs_source_github = {
         .name = "github-oidc",
         .create = github_create,
         .get_token = github_get,
+        .free = fed_free,
+};
+
+/*
+ * github-oidc-bearer: the job's OIDC token (audience --oidc-audience,
+ * default "hsmsign") is itself the bearer token, for a server that
+ * verifies GitHub's tokens directly (`hsmsign serve`). No exchange at Entra.
+ */
+static int github_bearer_create(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, bool in_chain,
+                                struct hs_token_source **out)
+{
+	*out = NULL;
+	if (cfg->gh_request_url == NULL || cfg->gh_request_token == NULL)
+		return hs_auth_not_configured(ctx, in_chain,
+		                              "credential 'github-oidc-bearer' needs "
+		                              "ACTIONS_ID_TOKEN_REQUEST_URL and "
+		                              "ACTIONS_ID_TOKEN_REQUEST_TOKEN (permissions: "
+		                              "id-token: write)");
+	*out = hs_auth_source_alloc(sizeof(struct hs_token_source), &hs_source_github_bearer, cfg,
+	                            in_chain);
+	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+}
+
+static int github_bearer_get(struct hs_ctx *ctx, struct hs_token_source *src, const char *scope,
+                             const char *tenant, char **token, int64_t *expires_at)
+{
+	const char *aud = src->cfg->oidc_audience ? src->cfg->oidc_audience : "hsmsign";
+	int64_t exp;
+	int r;
+
+	(void)scope;
+	(void)tenant;
+	if ((r = hs_github_oidc_token(ctx, src->cfg->http, src->cfg->gh_request_url,
+	                              src->cfg->gh_request_token, aud, token)) < 0)
+		return r;
+	exp = hs_jwt_exp(*token);
+	*expires_at = exp > 0 ? exp : (int64_t)time(NULL) + 300;
+	return 0;
+}
+
+const struct hs_token_source_ops hs_source_github_bearer = {
+        .name = "github-oidc-bearer",
+        .create = github_bearer_create,
+        .get_token = github_bearer_get,
         .free = fed_free,
 };

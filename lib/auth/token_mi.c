@@ -124,6 +124,7 @@ static int mi_app_service(struct hs_ctx *ctx, struct mi_source *mi, const char *
 	snprintf(header, n, "X-IDENTITY-HEADER: %s", cfg->identity_header);
 	headers[0] = header;
 	req.url = url;
+	req.service = "App Service managed identity";
 	if ((r = hs_http_send(ctx, cfg->http, &req, &resp)) < 0)
 		goto out;
 	r = mi_answer(ctx, "managed identity (App Service IDENTITY_ENDPOINT)", &resp, token,
@@ -151,9 +152,14 @@ static int mi_imds_probe(struct hs_ctx *ctx, struct mi_source *mi,
 	return 0;
 }
 
-static bool mi_imds_retry_status(long status)
+/* IMDS also wants 404 and 410 retried. 429 and 5xx only when the answer
+ * came from the one-attempt probe: hs_http_send() has retried those already
+ * within its time budget, and retrying its whole budget again would not be
+ * bounded by --http-max-time. */
+static bool mi_imds_retry_status(long status, bool http_retried)
 {
-	return status == 404 || status == 410 || status == 429 || status >= 500;
+	return status == 404 || status == 410 ||
+	       (!http_retried && (status == 429 || status >= 500));
 }
 
 static int mi_imds(struct hs_ctx *ctx, struct mi_source *mi, const char *scope, char **token,
@@ -165,27 +171,30 @@ static int mi_imds(struct hs_ctx *ctx, struct mi_source *mi, const char *scope, 
 	struct hs_http_response resp = {0};
 	char base[1100], *url = NULL;
 	long wait_ms = MI_IMDS_BACKOFF_MS;
+	bool http_retried = true;
 	int r, tries = 0;
 
 	snprintf(base, sizeof(base), "%s/metadata/identity/oauth2/token", cfg->imds_endpoint);
 	if ((r = mi_url(ctx, base, scope, "2018-02-01", cfg->client_id, &url)) < 0)
 		goto out;
 	req.url = url;
+	req.service = "managed identity (IMDS)";
 	if (mi->probe != NULL && !mi->imds_seen) {
 		if ((r = mi_imds_probe(ctx, mi, &req, &resp)) != 0)
 			goto out;
+		http_retried = false;
 	} else if ((r = hs_http_send(ctx, cfg->http, &req, &resp)) < 0) {
 		goto out;
 	}
-	/* hs_http_send already retried 429/5xx; IMDS also wants 404 and 410 retried. */
-	while (mi_imds_retry_status(resp.status) && tries++ < MI_IMDS_EXTRA_TRIES) {
+	while (mi_imds_retry_status(resp.status, http_retried) && tries++ < MI_IMDS_EXTRA_TRIES) {
 		hs_log(ctx, HS_LOG_DEBUG, "IMDS answered HTTP %ld, retrying in %ld ms", resp.status,
 		       wait_ms);
-		nanosleep(&(struct timespec){wait_ms / 1000, (wait_ms % 1000) * 1000000L}, NULL);
+		hs_os_sleep_us((int64_t)wait_ms * 1000);
 		wait_ms *= 2;
 		hs_http_response_free(&resp);
 		if ((r = hs_http_send(ctx, cfg->http, &req, &resp)) < 0)
 			goto out;
+		http_retried = true;
 	}
 	if (resp.status == 400 && mi->base.in_chain) {
 		/* No identity assigned to this VM: not an error for the chain. */

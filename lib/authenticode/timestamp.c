@@ -76,7 +76,8 @@ static int ts_post(struct ts_run *run, const char *url, const char *ctype, const
 	                              .headers = headers,
 	                              .body = body,
 	                              .body_len = len,
-	                              .allow_plain_http = true}; /* the reply is signed */
+	                              .allow_plain_http = true, /* the reply is signed */
+	                              .service = "timestamp server"};
 	int r;
 
 	/* Each TSA has its own limit, separate from the vault's. */
@@ -704,7 +705,7 @@ static int ts_set_time(struct hs_ts_info *out, const ASN1_TIME *t)
 
 	if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
 		return ts_invalid(out, "time is missing or malformed");
-	out->gen_time = timegm(&tm);
+	out->gen_time = hs_os_timegm(&tm);
 	strftime(out->time_text, sizeof(out->time_text), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	return 0;
 }

@@ -150,7 +150,7 @@ static char *vfy_text(const char *s, size_t len)
 /* Records why a signature failed. The first verdict wins: later checks
  * never run after a rejection, but nested entries share this path. */
 static int vfy_reject(struct vfy *v, struct hs_signature_info *info, enum hs_verify_status status,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+                      const char *fmt, ...) HS_PRINTF(4, 5);
 
 static int vfy_reject(struct vfy *v, struct hs_signature_info *info, enum hs_verify_status status,
                       const char *fmt, ...)

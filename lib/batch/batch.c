@@ -6,13 +6,9 @@
  * requests in flight. Stopping (first failure, or the caller's cancel
  * flag) only stops handing out files: a file is never abandoned midway.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -53,10 +49,7 @@ int hs_file_format(struct hs_ctx *ctx, const char *path, const char **format)
 
 static double batch_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)hs_os_monotonic_us() / 1e6;
 }
 
 /* SHA-256 of a whole file into md; -1 when it cannot be read. */
@@ -65,22 +58,20 @@ static int batch_sha256(const char *path, uint8_t md[32])
 	static const size_t chunk = 1 << 20;
 	EVP_MD_CTX *mdctx = EVP_MD_CTX_new();
 	uint8_t *buf = malloc(chunk);
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = -1;
-	ssize_t got;
+	int fd = hs_os_open_read(path), r = -1;
+	int64_t got;
 
 	if (mdctx == NULL || buf == NULL || fd < 0 ||
 	    EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL) != 1)
 		goto out;
-	while ((got = read(fd, buf, chunk)) != 0) {
-		if (got < 0 && errno == EINTR)
-			continue;
+	while ((got = hs_os_read(fd, buf, chunk)) != 0) {
 		if (got < 0 || EVP_DigestUpdate(mdctx, buf, (size_t)got) != 1)
 			goto out;
 	}
 	r = EVP_DigestFinal_ex(mdctx, md, NULL) == 1 ? 0 : -1;
 out:
 	if (fd >= 0)
-		close(fd);
+		hs_os_close(fd);
 	free(buf);
 	EVP_MD_CTX_free(mdctx);
 	return r;
@@ -221,7 +212,7 @@ static int batch_jobs(const struct hs_batch_opts *opts, size_t n)
 	long jobs = opts->jobs;
 
 	if (jobs <= 0)
-		jobs = sysconf(_SC_NPROCESSORS_ONLN);
+		jobs = hs_os_cpu_count();
 	if (jobs < 1)
 		jobs = 1;
 	if (jobs > BATCH_JOBS_MAX)

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "hsmsign.h"
+#include "platform.h"
 
 /* Longest error message kept; longer ones are truncated. */
 #define HS_MSG_MAX 512
@@ -30,14 +31,11 @@ struct hs_ctx {
  * set since the last hs_ctx_clear_error() wins: a message is never
  * overwritten while the error propagates up.
  */
-int hs_error_set(struct hs_ctx *ctx, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+int hs_error_set(struct hs_ctx *ctx, int code, const char *fmt, ...) HS_PRINTF(3, 4);
 /* Like hs_error_set() and appends ": <OpenSSL's first queued error>". */
-int hs_error_ssl(struct hs_ctx *ctx, int code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+int hs_error_ssl(struct hs_ctx *ctx, int code, const char *fmt, ...) HS_PRINTF(3, 4);
 /* Sends one line to the log callback, if any. */
-void hs_log(struct hs_ctx *ctx, enum hs_log_level level, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+void hs_log(struct hs_ctx *ctx, enum hs_log_level level, const char *fmt, ...) HS_PRINTF(3, 4);
 
 /* No buffer grows past this: everything we hold in memory (signatures,
  * headers, tables) is far smaller; file contents are streamed. */
@@ -59,7 +57,7 @@ void hs_buf_free_secret(struct hs_buf *buf);
 
 /* A formatted string in fresh memory (free()), or NULL; a portable
  * asprintf. */
-char *hs_strprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *hs_strprintf(const char *fmt, ...) HS_PRINTF(1, 2);
 
 /* The EVP_MD for a digest enum (static, never freed), or NULL. */
 const EVP_MD *hs_digest_md(enum hs_digest digest);

@@ -51,8 +51,8 @@ static void one_line(char *s)
 			*s = ' ';
 }
 
-__attribute__((format(printf, 4, 0))) static int
-error_vset(struct hs_ctx *ctx, int code, const char *suffix, const char *fmt, va_list ap)
+HS_PRINTF(4, 0)
+static int error_vset(struct hs_ctx *ctx, int code, const char *suffix, const char *fmt, va_list ap)
 {
 	size_t n;
 

@@ -1,60 +1,50 @@
-/* file.c - positional reads and atomic outputs (POSIX). */
+/* file.c - positional reads and atomic outputs (the OS calls are platform.h's). */
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "file.h"
+#include "platform.h"
 
-static int64_t stat_mtime_ns(const struct stat *st)
-{
-	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-}
-
-static int64_t stat_ctime_ns(const struct stat *st)
-{
-	return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
-}
+/* Writeback of a large output is started every this many bytes. */
+#define OUT_WRITEBACK_STEP (8u * 1024 * 1024)
 
 int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path)
 {
-	struct stat st;
+	struct hs_os_stat st;
 
 	memset(f, 0, sizeof(*f));
 	f->fd = -1;
 	f->path = path;
-	f->fd = open(path, O_RDONLY | O_CLOEXEC);
+	f->fd = hs_os_open_read(path);
 	if (f->fd < 0)
 		return hs_error_set(ctx, errno == ENOENT ? HS_ERR_NOTFOUND : HS_ERR_IO,
 		                    "%s: cannot open: %s", path, strerror(errno));
-	if (fstat(f->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (hs_os_fstat(f->fd, &st) < 0 || !st.regular) {
 		int r = hs_error_set(ctx, HS_ERR_IO, "%s: not a regular file", path);
 		hs_file_close(f);
 		return r;
 	}
-	f->size = (uint64_t)st.st_size;
-	f->mode = st.st_mode & 07777;
-	f->dev = st.st_dev;
-	f->ino = st.st_ino;
-	f->mtime_ns = stat_mtime_ns(&st);
-	f->ctime_ns = stat_ctime_ns(&st);
+	f->size = st.size;
+	f->mode = (mode_t)st.mode;
+	f->dev = st.dev;
+	f->ino = st.ino;
+	f->mtime_ns = st.mtime_ns;
+	f->ctime_ns = st.ctime_ns;
 	return 0;
 }
 
 int hs_file_check_unchanged(struct hs_ctx *ctx, const struct hs_file *f)
 {
-	struct stat st;
+	struct hs_os_stat st;
 
-	if (stat(f->path, &st) < 0)
+	if (hs_os_stat(f->path, &st) < 0)
 		return hs_error_set(ctx, HS_ERR_IO, "%s: disappeared while being signed: %s",
 		                    f->path, strerror(errno));
-	if (st.st_dev != f->dev || st.st_ino != f->ino || (uint64_t)st.st_size != f->size ||
-	    stat_mtime_ns(&st) != f->mtime_ns || stat_ctime_ns(&st) != f->ctime_ns)
+	if (st.dev != f->dev || st.ino != f->ino || st.size != f->size ||
+	    st.mtime_ns != f->mtime_ns || st.ctime_ns != f->ctime_ns)
 		return hs_error_set(ctx, HS_ERR_IO,
 		                    "%s: changed while it was being signed; nothing was written",
 		                    f->path);
@@ -64,7 +54,7 @@ int hs_file_check_unchanged(struct hs_ctx *ctx, const struct hs_file *f)
 void hs_file_close(struct hs_file *f)
 {
 	if (f->fd >= 0)
-		close(f->fd);
+		hs_os_close(f->fd);
 	f->fd = -1;
 }
 
@@ -78,10 +68,8 @@ int hs_file_pread(struct hs_ctx *ctx, const struct hs_file *f, void *buf, size_t
 		        "%s: truncated: %zu bytes at offset %llu lie past the end (%llu)", f->path,
 		        len, (unsigned long long)off, (unsigned long long)f->size);
 	while (len > 0) {
-		ssize_t n = pread(f->fd, p, len, (off_t)off);
+		int64_t n = hs_os_pread(f->fd, p, len, off);
 
-		if (n < 0 && errno == EINTR)
-			continue;
 		if (n <= 0)
 			return hs_error_set(ctx, HS_ERR_IO, "%s: read failed at offset %llu: %s",
 			                    f->path, (unsigned long long)off,
@@ -97,10 +85,10 @@ int hs_file_pread(struct hs_ctx *ctx, const struct hs_file *f, void *buf, size_t
  * the link stays a link; other paths are used as given. */
 static char *resolve_final_path(const char *path)
 {
-	struct stat st;
+	struct hs_os_stat st;
 
-	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
-		return realpath(path, NULL);
+	if (hs_os_lstat(path, &st) == 0 && st.symlink)
+		return hs_os_realpath(path);
 	return strdup(path);
 }
 
@@ -123,7 +111,7 @@ int hs_out_open(struct hs_ctx *ctx, struct hs_out *o, const char *final_path, mo
 	}
 	/* Same directory as the destination, so that rename() is atomic. */
 	snprintf(o->tmp_path, n, "%s.hsmsign-XXXXXX", o->final_path);
-	o->fd = mkstemp(o->tmp_path);
+	o->fd = hs_os_mkstemp(o->tmp_path);
 	if (o->fd < 0) {
 		int r = hs_error_set(ctx, HS_ERR_IO, "%s: cannot create temporary file: %s",
 		                     final_path, strerror(errno));
@@ -144,10 +132,8 @@ static int out_write_at(struct hs_ctx *ctx, struct hs_out *o, const void *buf, s
 		return hs_error_set(ctx, HS_ERR_IO, "%s: write failed: injected fault",
 		                    o->final_path);
 	while (len > 0) {
-		ssize_t n = pwrite(o->fd, p, len, (off_t)off);
+		int64_t n = hs_os_pwrite(o->fd, p, len, off);
 
-		if (n < 0 && errno == EINTR)
-			continue;
 		if (n < 0)
 			return hs_error_set(ctx, HS_ERR_IO, "%s: write failed: %s", o->final_path,
 			                    strerror(errno));
@@ -158,12 +144,29 @@ static int out_write_at(struct hs_ctx *ctx, struct hs_out *o, const void *buf, s
 	return 0;
 }
 
+/*
+ * Starts writing back what was appended since the last call, every
+ * OUT_WRITEBACK_STEP bytes, without waiting: the disk then works while the
+ * rest is hashed, and the fsync in hs_out_commit() waits only for the tail
+ * (docs/PERFORMANCE.md). Advice only, so errors are ignored here; fsync
+ * reports real ones.
+ */
+static void out_start_writeback(struct hs_out *o)
+{
+	if (o->size - o->flushed < OUT_WRITEBACK_STEP)
+		return;
+	hs_os_start_writeback(o->fd, o->flushed, o->size - o->flushed);
+	o->flushed = o->size;
+}
+
 int hs_out_write(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len)
 {
 	int r = out_write_at(ctx, o, buf, len, o->size);
 
-	if (r == 0)
+	if (r == 0) {
 		o->size += len;
+		out_start_writeback(o);
+	}
 	return r;
 }
 
@@ -189,22 +192,6 @@ int hs_out_pwrite(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t 
 	return out_write_at(ctx, o, buf, len, off);
 }
 
-/* fsync the directory holding path, so that the rename is durable. */
-static void sync_dir(const char *path)
-{
-	char *copy = strdup(path);
-	int fd;
-
-	if (copy == NULL)
-		return;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-	free(copy);
-}
-
 int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o)
 {
 	int r;
@@ -214,19 +201,19 @@ int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o)
 	if (hs_fault("commit"))
 		return hs_error_set(ctx, HS_ERR_IO, "%s: injected fault before rename",
 		                    o->final_path);
-	if (fchmod(o->fd, o->mode) < 0 || fsync(o->fd) < 0)
+	if (hs_os_set_mode(o->fd, (unsigned)o->mode) < 0 || hs_os_fsync(o->fd) < 0)
 		return hs_error_set(ctx, HS_ERR_IO, "%s: cannot finish temporary file: %s",
 		                    o->final_path, strerror(errno));
-	if (close(o->fd) < 0) {
+	if (hs_os_close(o->fd) < 0) {
 		o->fd = -1;
 		return hs_error_set(ctx, HS_ERR_IO, "%s: close failed: %s", o->final_path,
 		                    strerror(errno));
 	}
 	o->fd = -1;
-	if (rename(o->tmp_path, o->final_path) < 0)
+	if (hs_os_replace(o->tmp_path, o->final_path) < 0)
 		return hs_error_set(ctx, HS_ERR_IO, "%s: cannot replace: %s", o->final_path,
 		                    strerror(errno));
-	sync_dir(o->final_path);
+	hs_os_sync_dir(o->final_path);
 	free(o->tmp_path);
 	o->tmp_path = NULL;
 	return 0;
@@ -235,10 +222,10 @@ int hs_out_commit(struct hs_ctx *ctx, struct hs_out *o)
 void hs_out_abort(struct hs_out *o)
 {
 	if (o->fd >= 0)
-		close(o->fd);
+		hs_os_close(o->fd);
 	o->fd = -1;
 	if (o->tmp_path != NULL)
-		unlink(o->tmp_path);
+		hs_os_unlink(o->tmp_path);
 	free(o->tmp_path);
 	free(o->final_path);
 	o->tmp_path = NULL;

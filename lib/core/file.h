@@ -20,8 +20,7 @@ struct hs_file {
 	mode_t mode;
 	const char *path; /* borrowed from the caller */
 	/* Identity and times at open, to notice a file changed under us. */
-	dev_t dev;
-	ino_t ino;
+	uint64_t dev, ino;
 	int64_t mtime_ns, ctime_ns;
 };
 
@@ -35,7 +34,8 @@ struct hs_out {
 	int fd;
 	char *tmp_path;
 	char *final_path;
-	uint64_t size; /* bytes appended so far */
+	uint64_t size;    /* bytes appended so far */
+	uint64_t flushed; /* bytes whose writeback has been started */
 	mode_t mode;
 	/* The input this output is made from, or NULL. If it changed since it
 	 * was opened (another process wrote to it while we hashed or waited

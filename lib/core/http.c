@@ -1,5 +1,4 @@
 /* http.c - the HTTP client: libcurl with TLS always verified, bounded bodies, retries. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,6 +26,9 @@
 
 /* Most idle easy handles kept for reuse; more threads simply make more. */
 #define HTTP_POOL_MAX 64
+
+/* Most connections kept open in the shared cache (about one per thread in flight). */
+#define HTTP_MAX_CONNECTS 256
 
 /*
  * A client may be used by many threads at once: each request borrows an
@@ -76,18 +78,12 @@ static void http_global_init(void)
 
 static long http_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (long)(hs_os_monotonic_us() / 1000);
 }
 
 static void http_sleep_ms(long ms)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
+	hs_os_sleep_us((int64_t)ms * 1000);
 }
 
 static char *http_strdup_or_null(const char *s)
@@ -302,19 +298,17 @@ out:
 /* True when a host name (as curl parses it, IPv6 in brackets) is loopback. */
 static bool http_host_is_loopback(const char *host)
 {
-	struct in_addr a4;
-	struct in6_addr a6;
 	char inner[64];
 	size_t n = strlen(host);
 
 	if (strcasecmp(host, "localhost") == 0)
 		return true;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (strchr(host, ':') == NULL)
+		return hs_os_ip_is_loopback(host); /* IPv4 */
 	if (n > 2 && n < sizeof(inner) && host[0] == '[' && host[n - 1] == ']') {
 		memcpy(inner, host + 1, n - 2);
 		inner[n - 2] = '\0';
-		return inet_pton(AF_INET6, inner, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+		return strchr(inner, ':') != NULL && hs_os_ip_is_loopback(inner);
 	}
 	return false;
 }
@@ -498,6 +492,10 @@ static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
 	pthread_mutex_unlock(&http->pool_lock);
 	curl_easy_reset(curl);
 	curl_easy_setopt(curl, CURLOPT_SHARE, http->share);
+	/* Idle connections the shared cache keeps: libcurl's default (5) made
+	 * every thread beyond the fifth close a connection as it finished, so
+	 * a batch opened one TLS connection per request (docs/PERFORMANCE.md). */
+	curl_easy_setopt(curl, CURLOPT_MAXCONNECTS, (long)HTTP_MAX_CONNECTS);
 	curl_easy_setopt(curl, CURLOPT_URL, req->url);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
@@ -596,16 +594,30 @@ static void http_response_reset(struct hs_http_response *resp)
 	resp->www_authenticate = resp->content_type = NULL;
 }
 
+/* "Service (origin)" or the origin alone, for error messages. */
+static const char *http_who(const struct hs_http_request *req, const struct http_url *u, char *buf,
+                            size_t len)
+{
+	if (req->service == NULL)
+		return u->origin;
+	snprintf(buf, len, "%s (%s)", req->service, u->origin);
+	return buf;
+}
+
 /* The final error for a failed transfer (no response). */
-static int http_curl_error(struct hs_ctx *ctx, const struct http_url *u, CURLcode rc,
-                           const struct http_attempt *at, int attempts, long elapsed_ms)
+static int http_curl_error(struct hs_ctx *ctx, const struct hs_http_request *req,
+                           const struct http_url *u, CURLcode rc, const struct http_attempt *at,
+                           int attempts, long elapsed_ms)
 {
 	const char *why = at->errbuf[0] ? at->errbuf : curl_easy_strerror(rc);
+	char buf[sizeof(u->origin) + 128];
+	const char *who = http_who(req, u, buf, sizeof(buf));
 
 	if (at->too_large)
 		return hs_error_set(ctx, HS_ERR_NETWORK,
-		                    "%s%s: response too large (more than %zu bytes)", u->origin,
-		                    u->path, HTTP_BODY_MAX);
+		                    "%s%s%s%s: response too large (more than %zu bytes)",
+		                    req->service ? req->service : "", req->service ? " (" : "",
+		                    u->origin, req->service ? ")" : u->path, HTTP_BODY_MAX);
 	if (http_tls_trust_error(rc))
 		return hs_error_set(ctx, HS_ERR_NETWORK,
 		                    "TLS certificate of %s not trusted: %s (set --ca-file or "
@@ -613,8 +625,8 @@ static int http_curl_error(struct hs_ctx *ctx, const struct http_url *u, CURLcod
 		                    u->host, why);
 	if (http_retryable_curl(rc) && attempts > 1)
 		return hs_error_set(ctx, HS_ERR_NETWORK, "%s: %s (after %d attempts in %.1f s)",
-		                    u->origin, why, attempts, (double)elapsed_ms / 1000.0);
-	return hs_error_set(ctx, HS_ERR_NETWORK, "%s: %s", u->origin, why);
+		                    who, why, attempts, (double)elapsed_ms / 1000.0);
+	return hs_error_set(ctx, HS_ERR_NETWORK, "%s: %s", who, why);
 }
 
 /* Checks the URL before any traffic: http(s) only, plain http only to local hosts. */
@@ -690,13 +702,16 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 		elapsed = http_now_ms() - start;
 	}
 	if (rc != CURLE_OK) {
-		r = http_curl_error(ctx, &u, rc, &at, resp->attempts, elapsed);
+		r = http_curl_error(ctx, req, &u, rc, &at, resp->attempts, elapsed);
 		goto out;
 	}
 	if (resp->status == 429) {
+		char buf[sizeof(u.origin) + 128];
+
 		r = hs_error_set(ctx, HS_ERR_THROTTLED,
 		                 "%s: still throttled (HTTP 429) after %d attempts in %.1f s",
-		                 u.origin, resp->attempts, (double)elapsed / 1000.0);
+		                 http_who(req, &u, buf, sizeof(buf)), resp->attempts,
+		                 (double)elapsed / 1000.0);
 		goto out;
 	}
 	if (resp->body.data == NULL && hs_buf_reserve(&resp->body, 1) == 0)

@@ -56,6 +56,9 @@ struct hs_http_request {
 	/* Client-side limit shared by the requests to one service: every
 	 * attempt, retries included, takes a token first. NULL: none. */
 	struct hs_ratelimit *rate_limit;
+	/* The service, as error messages name it ("Azure Key Vault"), or
+	 * NULL (the messages then name only the URL's origin). */
+	const char *service;
 };
 
 struct hs_http_response {

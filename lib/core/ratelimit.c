@@ -1,9 +1,8 @@
 /* ratelimit.c - token bucket for client-side throttling (ratelimit.h). */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "platform.h"
 #include "ratelimit.h"
 
 /* Named buckets (one per TSA URL): few services per process, so a small
@@ -20,18 +19,12 @@ static pthread_mutex_t rl_shared_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static long long rl_now_us(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return (long long)hs_os_monotonic_us();
 }
 
 static void rl_sleep_us(long long us)
 {
-	struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
+	hs_os_sleep_us((int64_t)us);
 }
 
 int hs_ratelimit_init(struct hs_ratelimit *rl, double rate, double burst)

@@ -308,7 +308,8 @@ static void cat_time(char out[64])
 		if (end != sde && *end == '\0' && v >= 0)
 			t = (time_t)v;
 	}
-	gmtime_r(&t, &tm);
+	if (hs_os_gmtime((int64_t)t, &tm) < 0)
+		memset(&tm, 0, sizeof(tm));
 	/* UTCTime has a two-digit year (RFC 5280 4.1.2.5.1). */
 	snprintf(out, 64, "%02d%02d%02d%02d%02d%02dZ", tm.tm_year % 100, tm.tm_mon + 1, tm.tm_mday,
 	         tm.tm_hour, tm.tm_min, tm.tm_sec);

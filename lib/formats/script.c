@@ -409,7 +409,14 @@ static int script_load(struct hs_ctx *ctx, struct script_state *st, enum hs_text
 
 	st->bom_len = script_bom(st->raw, st->raw_len, &bom_enc);
 	st->enc = bom_enc != HS_TEXT_AUTO ? bom_enc : enc != HS_TEXT_AUTO ? enc : script_guess(st);
-	if ((r = script_decode(ctx, st)) < 0 || (r = script_find_block(ctx, st)) < 0)
+	if ((r = script_decode(ctx, st)) < 0) {
+		/* text holds part of a decoding now: the block found by an earlier
+		 * load (open() falls back to Windows-1252) indexes another text. */
+		st->has_block = false;
+		st->n = st->insert_at = 0;
+		return r;
+	}
+	if ((r = script_find_block(ctx, st)) < 0)
 		return r;
 	return script_insertion(ctx, st);
 }

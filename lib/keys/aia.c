@@ -11,8 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -85,7 +83,7 @@ static void cache_path(char *out, size_t size, const char *dir, const char *url)
 static X509 *cache_load(const char *path)
 {
 	uint8_t buf[AIA_CERT_MAX];
-	FILE *fp = fopen(path, "rb");
+	FILE *fp = hs_os_fopen(path, "rb");
 	size_t n;
 
 	if (fp == NULL)
@@ -105,19 +103,19 @@ static void cache_store(const char *dir, const char *path, X509 *x)
 
 	for (p = copy ? copy + 1 : NULL; p != NULL && (p = strchr(p, '/')) != NULL; p++) {
 		*p = '\0';
-		mkdir(copy, 0755);
+		hs_os_mkdir(copy);
 		*p = '/';
 	}
 	if (copy != NULL)
-		mkdir(copy, 0755);
+		hs_os_mkdir(copy);
 	free(copy);
-	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
-	if (len > 0 && (fp = fopen(tmp, "wb")) != NULL) {
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, hs_os_pid());
+	if (len > 0 && (fp = hs_os_fopen(tmp, "wb")) != NULL) {
 		int ok = fwrite(der, 1, (size_t)len, fp) == (size_t)len;
 		if (fclose(fp) == 0 && ok)
-			rename(tmp, path);
+			hs_os_replace(tmp, path);
 		else
-			unlink(tmp);
+			hs_os_unlink(tmp);
 	}
 	OPENSSL_free(der);
 }

@@ -50,6 +50,12 @@ static const char *default_resource(const struct akv_key *k)
 	return k->managed_hsm ? "https://managedhsm.azure.net" : "https://vault.azure.net";
 }
 
+/* The service as error messages name it. */
+static const char *akv_service(const struct akv_key *k)
+{
+	return k->managed_hsm ? "Azure Managed HSM" : "Azure Key Vault";
+}
+
 /* Extracts the value of `name="..."` from a WWW-Authenticate header. */
 static char *challenge_param(const char *header, const char *name)
 {
@@ -212,6 +218,7 @@ static int vault_send(struct hs_ctx *ctx, struct akv_key *k, const char *method,
 	int r, attempt;
 
 	req.rate_limit = k->rate_limit_on ? &k->rate_limit : NULL;
+	req.service = akv_service(k);
 	for (attempt = 0; attempt < 3; attempt++) {
 		if ((r = auth_header(ctx, k, attempt, auth_hdr, sizeof(auth_hdr))) < 0)
 			return r;
@@ -265,8 +272,9 @@ static int vault_error(struct hs_ctx *ctx, const struct akv_key *k, const char *
 		r = hs_error_set(ctx, HS_ERR_INVALID, "%s: the vault refused the request: %s: %s",
 		                 what, code ? code : "BadRequest", msg ? msg : "HTTP 400");
 	else
-		r = hs_error_set(ctx, HS_ERR_NETWORK, "%s: unexpected HTTP %ld from %s%s%s", what,
-		                 resp->status, k->vault_host, msg ? ": " : "", msg ? msg : "");
+		r = hs_error_set(ctx, HS_ERR_NETWORK, "%s %s: unexpected HTTP %ld from %s%s%s",
+		                 akv_service(k), what, resp->status, k->vault_host, msg ? ": " : "",
+		                 msg ? msg : "");
 	json_decref(root);
 	return r;
 }
@@ -289,15 +297,67 @@ static int vault_get_json(struct hs_ctx *ctx, struct akv_key *k, const char *pat
 	}
 	*out = json_loadb((const char *)resp.body.data, resp.body.len, 0, NULL);
 	if (*out == NULL || resp.body.len > AKV_JSON_MAX)
-		r = hs_error_set(ctx, HS_ERR_NETWORK, "%s: the vault's answer is not JSON", what);
+		r = hs_error_set(ctx, HS_ERR_NETWORK, "%s %s: the vault's answer is not JSON",
+		                 akv_service(k), what);
 out:
 	hs_http_response_free(&resp);
 	return r;
 }
 
-/* The signer certificate and versioned kid from GET certificates/... */
+/*
+ * "x5c" (base64 DER, leaf first) is not Key Vault's: `hsmsign serve` adds
+ * it so that clients get the whole chain without AIA. Its first entry must
+ * be the leaf given as "cer"; the others are appended to extra (each must
+ * have issued the one before it, as AIA results must).
+ */
+static int read_x5c(struct hs_ctx *ctx, const json_t *x5c, X509 *leaf, const char *what,
+                    STACK_OF(X509) * extra)
+{
+	X509 *prev = leaf;
+	size_t i;
+
+	if (!json_is_array(x5c))
+		return 0;
+	for (i = 0; i < json_array_size(x5c); i++) {
+		const char *b64 = json_string_value(json_array_get(x5c, i));
+		struct hs_buf der = {0};
+		const unsigned char *p;
+		X509 *c = NULL;
+
+		if (b64 == NULL || hs_base64_decode(&der, b64, strlen(b64)) < 0 ||
+		    der.len > INT32_MAX ||
+		    (p = der.data, (c = d2i_X509(NULL, &p, (long)der.len)) == NULL)) {
+			hs_buf_free(&der);
+			ERR_clear_error();
+			return hs_error_set(ctx, HS_ERR_NETWORK,
+			                    "%s: x5c[%zu] is not a certificate", what, i);
+		}
+		hs_buf_free(&der);
+		if (i == 0) {
+			int same = X509_cmp(c, leaf) == 0;
+
+			X509_free(c);
+			if (!same)
+				return hs_error_set(ctx, HS_ERR_NETWORK,
+				                    "%s: x5c[0] is not the certificate itself",
+				                    what);
+			continue;
+		}
+		if (X509_check_issued(c, prev) != X509_V_OK || sk_X509_push(extra, c) <= 0) {
+			X509_free(c);
+			return hs_error_set(ctx, HS_ERR_NETWORK,
+			                    "%s: x5c[%zu] did not issue the certificate before it",
+			                    what, i);
+		}
+		prev = c;
+	}
+	return 0;
+}
+
+/* The signer certificate and versioned kid from GET certificates/...;
+ * intermediates from "x5c" (hsmsign serve) go to extra. */
 static int fetch_certificate(struct hs_ctx *ctx, struct akv_key *k,
-                             const struct hs_azure_key_opts *o, X509 **leaf)
+                             const struct hs_azure_key_opts *o, X509 **leaf, STACK_OF(X509) * extra)
 {
 	char path[1024], what[600];
 	struct hs_buf der = {0};
@@ -329,6 +389,8 @@ static int fetch_certificate(struct hs_ctx *ctx, struct akv_key *k,
 	}
 	if ((k->kid = strdup(kid)) == NULL)
 		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	else
+		r = read_x5c(ctx, json_object_get(j, "x5c"), *leaf, what, extra);
 out:
 	hs_buf_free(&der);
 	json_decref(j);
@@ -437,8 +499,12 @@ static int post_sign(struct hs_ctx *ctx, struct akv_key *k, const char *alg,
 	}
 	ans = json_loadb((const char *)resp.body.data, resp.body.len, 0, NULL);
 	sig = json_string_value(json_object_get(ans, "value"));
-	if (sig == NULL || hs_base64_decode(raw, sig, strlen(sig)) < 0 || raw->len == 0)
-		r = hs_error_set(ctx, HS_ERR_NETWORK, "sign: the vault's answer has no signature");
+	if (sig == NULL)
+		r = hs_error_set(ctx, HS_ERR_NETWORK,
+		                 "%s sign: the vault's answer has no signature", akv_service(k));
+	else if (hs_base64_decode(raw, sig, strlen(sig)) < 0 || raw->len == 0)
+		r = hs_error_set(ctx, HS_ERR_NETWORK,
+		                 "%s sign: the vault's signature is not base64url", akv_service(k));
 out:
 	free(body);
 	json_decref(req);
@@ -525,8 +591,15 @@ static int build_chain(struct hs_ctx *ctx, struct akv_key *k, const struct hs_az
 		} else
 			r = fetch_key_id(ctx, k, name, NULL);
 	} else {
-		if ((r = fetch_certificate(ctx, k, o, &leaf)) == 0)
+		STACK_OF(X509) *extra = sk_X509_new_null();
+
+		if (extra == NULL)
+			return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+		if ((r = fetch_certificate(ctx, k, o, &leaf, extra)) == 0 || leaf != NULL)
 			sk_X509_push(k->chain, leaf);
+		while (r == 0 && sk_X509_num(extra) > 0)
+			sk_X509_push(k->chain, sk_X509_shift(extra));
+		sk_X509_pop_free(extra, X509_free);
 	}
 	if (r < 0 || (r = check_kid(ctx, k)) < 0 ||
 	    (r = hs_key_add_cert_files(ctx, k->chain, o->extra_certs)) < 0)
@@ -576,6 +649,7 @@ static int open_clients(struct hs_ctx *ctx, struct akv_key *k, const struct hs_a
 	struct hs_azure_cred_opts co = HS_AZURE_CRED_OPTS_FROM(o);
 	int r;
 
+	co.oidc_audience = o->oidc_audience;
 	hs_http_config_limits(&hc, o->ca_file, o->max_retries, o->timeout_ms, o->max_total_ms,
 	                      o->backoff_base_ms);
 	if ((r = hs_http_new(ctx, &k->http, &hc)) < 0)

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -76,7 +75,7 @@ static int64_t aws_parse_time(const char *s)
 		return 0;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
-	return (int64_t)timegm(&tm);
+	return hs_os_timegm(&tm);
 }
 
 /* ------------------------------------------------------------ environment */
@@ -109,7 +108,7 @@ static char *aws_file_path(const char *var, const char *name)
 /* Reads a whole small file, NUL-terminated; AWS_SKIP when it is absent. */
 static int aws_read_small(struct hs_ctx *ctx, const char *path, size_t max, struct hs_buf *out)
 {
-	FILE *fp = fopen(path, "rb");
+	FILE *fp = hs_os_fopen(path, "rb");
 	char chunk[4096];
 	size_t n;
 	int r = 0;
@@ -319,8 +318,11 @@ static int aws_sts_answer(struct hs_ctx *ctx, const struct hs_http_response *res
 		r = hs_error_set(
 		        ctx, HS_ERR_AUTH,
 		        "AWS STS AssumeRoleWithWebIdentity for %s failed (HTTP %ld): %s%s%s",
-		        role_arn, resp->status, code ? code : "no error code", msg ? ": " : "",
-		        msg ? msg : "");
+		        role_arn, resp->status,
+		        code                  ? code
+		        : resp->status == 200 ? "the answer is not an STS response (no credentials)"
+		                              : "no error code",
+		        msg ? ": " : "", msg ? msg : "");
 	}
 	free(id);
 	aws_secret_free(secret);
@@ -366,6 +368,7 @@ static int aws_assume_role_web(struct hs_ctx *ctx, struct hs_http *http, const c
 	req.url = url;
 	req.body = body;
 	req.body_len = strlen(body);
+	req.service = "AWS STS";
 	if ((r = hs_http_send(ctx, http, &req, &resp)) < 0)
 		goto out;
 	r = aws_sts_answer(ctx, &resp, role_arn, source, c);

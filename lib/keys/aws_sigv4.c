@@ -26,9 +26,9 @@ struct sigv4_header {
 
 void hs_aws_amz_date(time_t t, char out[17])
 {
-	struct tm tm;
+	struct tm tm = {0};
 
-	gmtime_r(&t, &tm);
+	hs_os_gmtime((int64_t)t, &tm);
 	strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
 }
 

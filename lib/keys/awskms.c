@@ -129,6 +129,23 @@ static bool kms_is_throttle(const struct hs_http_response *resp)
 	return yes;
 }
 
+/* Whether KMS refused temporary credentials as expired before their time
+ * (revoked session, clock skew): they are worth resolving once more. */
+static bool kms_is_expired_token(const struct kms_key *k, const struct hs_http_response *resp)
+{
+	json_t *root;
+	const char *type;
+	bool yes;
+
+	if (resp->status != 400 || k->creds.expires_at == 0)
+		return false;
+	root = json_loadb((const char *)resp->body.data, resp->body.len, 0, NULL);
+	type = kms_error_type(root);
+	yes = type != NULL && strcmp(type, "ExpiredTokenException") == 0;
+	json_decref(root);
+	return yes;
+}
+
 /* One line for a KMS error answer: "__type: message", mapped to our codes. */
 static int kms_error(struct hs_ctx *ctx, const struct kms_key *k, const char *target,
                      const struct hs_http_response *resp)
@@ -169,14 +186,11 @@ static void kms_backoff(const struct kms_key *k, int attempt)
 {
 	long window = k->backoff_base_ms << (attempt < 10 ? attempt : 10);
 	unsigned int rnd = 0;
-	struct timespec ts;
 	long ms;
 
 	RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
 	ms = window > 0 ? (long)(rnd % (unsigned long)window) : 0;
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (ms % 1000) * 1000000L;
-	nanosleep(&ts, NULL);
+	hs_os_sleep_us((int64_t)ms * 1000);
 }
 
 /* POSTs one TrentService call and parses its JSON answer into *out. */
@@ -189,8 +203,10 @@ static int kms_call(struct hs_ctx *ctx, struct kms_key *k, const char *target, c
 	                              .url = k->endpoint,
 	                              .headers = hdrs,
 	                              .body = body,
-	                              .body_len = strlen(body)};
+	                              .body_len = strlen(body),
+	                              .service = "AWS KMS"};
 	struct hs_http_response resp = {0};
+	bool renewed = false;
 	int r, attempt;
 
 	*out = NULL;
@@ -202,6 +218,12 @@ static int kms_call(struct hs_ctx *ctx, struct kms_key *k, const char *target, c
 		hs_http_response_free(&resp);
 		r = hs_http_send(ctx, k->http, &req, &resp);
 		OPENSSL_cleanse(token, sizeof(token));
+		if (r == 0 && !renewed && kms_is_expired_token(k, &resp)) {
+			hs_log(ctx, HS_LOG_DEBUG, "AWS KMS: credentials expired early, renewing");
+			renewed = true;
+			k->creds.expires_at = 1; /* kms_fresh_creds() resolves them again */
+			continue;
+		}
 		if (r < 0 || resp.status == 200 || attempt >= k->throttle_retries ||
 		    !kms_is_throttle(&resp))
 			break;

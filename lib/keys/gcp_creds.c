@@ -64,7 +64,7 @@ static int gcp_token_set(struct hs_ctx *ctx, struct hs_gcp_token *t, const char 
 /* Reads a small file NUL-terminated (wipe with hs_buf_free_secret). */
 static int gcp_read_file(struct hs_ctx *ctx, const char *path, const char *what, struct hs_buf *out)
 {
-	FILE *fp = fopen(path, "rb");
+	FILE *fp = hs_os_fopen(path, "rb");
 	char chunk[4096];
 	size_t n;
 	int r = 0;
@@ -123,6 +123,9 @@ static int gcp_token_call(struct hs_ctx *ctx, struct hs_http *http, const char *
 	int r;
 
 	req.body_len = strlen(body);
+	req.service = strncmp(who, "STS", 3) == 0            ? "Google STS"
+	              : strstr(who, "impersonation") != NULL ? "Google IAM Credentials"
+	                                                     : "Google OAuth";
 	if (bearer != NULL && auth == NULL) {
 		r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 		goto out;
@@ -144,7 +147,7 @@ static int gcp_token_call(struct hs_ctx *ctx, struct hs_http *http, const char *
 	                          &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) == 6) {
 		tm.tm_year -= 1900;
 		tm.tm_mon -= 1;
-		expires_at = timegm(&tm);
+		expires_at = hs_os_timegm(&tm);
 	}
 	r = gcp_token_set(ctx, out, tok, expires_at, source);
 out:
@@ -504,6 +507,7 @@ static int gcp_from_metadata(struct hs_ctx *ctx, const char *host, struct hs_gcp
 	json_t *j = NULL;
 	int r;
 
+	req.service = "GCE metadata server";
 	hc.timeout_ms = 2000; /* off GCE nobody answers: do not hang */
 	hc.max_retries = 1;
 	hc.max_total_ms = 6000;

@@ -129,7 +129,8 @@ static int gcp_call(struct hs_ctx *ctx, struct gcp_key *k, const char *method, c
 	                              .url = url,
 	                              .headers = headers,
 	                              .body = body,
-	                              .body_len = body ? strlen(body) : 0};
+	                              .body_len = body ? strlen(body) : 0,
+	                              .service = "Google Cloud KMS"};
 	struct hs_http_response resp = {0};
 	int r;
 

@@ -137,6 +137,7 @@ static int hcv_call(struct hs_ctx *ctx, struct hcv_key *k, const char *method, c
 		headers[n++] = tok;
 	if (ns != NULL)
 		headers[n++] = ns;
+	req.service = "HashiCorp Vault";
 	if ((r = hs_http_send(ctx, k->http, &req, &resp)) < 0)
 		goto out;
 	if (resp.status < 200 || resp.status > 299) {
@@ -211,7 +212,7 @@ static int hcv_token_file(struct hs_ctx *ctx, struct hcv_key *k)
 {
 	const char *home = hcv_env("HOME");
 	char *path = home ? hs_strprintf("%s/.vault-token", home) : NULL;
-	FILE *fp = path ? fopen(path, "r") : NULL;
+	FILE *fp = path ? hs_os_fopen(path, "r") : NULL;
 	char buf[4096] = "";
 	int r = 1;
 

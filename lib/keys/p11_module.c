@@ -2,7 +2,7 @@
  * p11_module.c - loading a PKCS#11 module, CKR_* error text, slot and
  * object lookup, and the one login per run.
  */
-#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,38 +14,89 @@
 /* Most slots and objects we look at: real tokens hold a handful. */
 #define P11_MAX_SLOTS 256
 
+/*
+ * C_Initialize/C_Finalize are per process, but one process may hold
+ * several keys of one module (`hsmsign serve`: two keys on a token, or the
+ * old and the new key during a reload). Keys we initialised share the
+ * module's initialisation by reference count; the last one finalises it.
+ */
+static pthread_mutex_t p11_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	CK_FUNCTION_LIST *f;
+	unsigned refs;
+} p11_inits[16];
+
+static CK_RV p11_initialize(CK_FUNCTION_LIST *f, CK_C_INITIALIZE_ARGS *args, bool *finalize)
+{
+	CK_RV rv = CKR_OK;
+	size_t i, free_slot = sizeof(p11_inits) / sizeof(p11_inits[0]);
+
+	*finalize = false;
+	pthread_mutex_lock(&p11_init_lock);
+	for (i = 0; i < sizeof(p11_inits) / sizeof(p11_inits[0]); i++) {
+		if (p11_inits[i].refs > 0 && p11_inits[i].f == f)
+			break;
+		if (p11_inits[i].refs == 0 && free_slot == sizeof(p11_inits) / sizeof(p11_inits[0]))
+			free_slot = i;
+	}
+	if (i < sizeof(p11_inits) / sizeof(p11_inits[0])) {
+		p11_inits[i].refs++;
+		*finalize = true;
+	} else if ((rv = f->C_Initialize(args)) == CKR_OK) {
+		/* Without a free slot the module stays initialised (never
+		 * finalised early under another key). */
+		if (free_slot < sizeof(p11_inits) / sizeof(p11_inits[0])) {
+			p11_inits[free_slot].f = f;
+			p11_inits[free_slot].refs = 1;
+			*finalize = true;
+		}
+	}
+	pthread_mutex_unlock(&p11_init_lock);
+	return rv;
+}
+
+static void p11_finalize(CK_FUNCTION_LIST *f)
+{
+	pthread_mutex_lock(&p11_init_lock);
+	for (size_t i = 0; i < sizeof(p11_inits) / sizeof(p11_inits[0]); i++)
+		if (p11_inits[i].refs > 0 && p11_inits[i].f == f) {
+			if (--p11_inits[i].refs == 0)
+				f->C_Finalize(NULL);
+			break;
+		}
+	pthread_mutex_unlock(&p11_init_lock);
+}
+
 int hs_p11_module_load(struct hs_ctx *ctx, const char *path, struct p11_module **out)
 {
 	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
 	CK_C_GetFunctionList get_list;
 	struct p11_module *mod = calloc(1, sizeof(*mod));
+	char why[512];
 	CK_RV rv;
 	int r;
 
 	*out = NULL;
 	if (mod == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	mod->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	mod->dl = hs_os_dlopen(path, why, sizeof(why));
 	if (mod->dl == NULL) {
-		/* dlerror() names the path and the reason (missing file,
-		 * wrong architecture, missing dependency). */
-		const char *why = dlerror();
-		r = hs_error_set(ctx, HS_ERR_NOTFOUND, "cannot load PKCS#11 module: %s",
-		                 why ? why : path);
+		/* why names the path and the reason (missing file, wrong
+		 * architecture, missing dependency). */
+		r = hs_error_set(ctx, HS_ERR_NOTFOUND, "cannot load PKCS#11 module: %s", why);
 		goto out;
 	}
-	*(void **)&get_list = dlsym(mod->dl, "C_GetFunctionList");
+	*(void **)&get_list = hs_os_dlsym(mod->dl, "C_GetFunctionList");
 	if (get_list == NULL || (rv = get_list(&mod->f)) != CKR_OK || mod->f == NULL) {
 		r = hs_error_set(ctx, HS_ERR_INVALID,
 		                 "%s: not a PKCS#11 module (no C_GetFunctionList)", path);
 		goto out;
 	}
-	rv = mod->f->C_Initialize(&args);
-	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+	if ((rv = p11_initialize(mod->f, &args, &mod->finalize)) != CKR_OK &&
+	    rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		r = hs_p11_error(ctx, rv, "C_Initialize");
 		goto out;
 	}
-	mod->finalize = rv == CKR_OK;
 	if ((rv = mod->f->C_GetInfo(&mod->info)) != CKR_OK) {
 		r = hs_p11_error(ctx, rv, "C_GetInfo");
 		goto out;
@@ -63,11 +114,11 @@ void hs_p11_module_free(struct p11_module *mod)
 	if (mod == NULL)
 		return;
 	if (mod->finalize)
-		mod->f->C_Finalize(NULL);
+		p11_finalize(mod->f);
 	/* Modules that start threads or register atexit handlers do not
 	 * survive dlclose(); the process is about to end anyway. */
 	if (mod->dl != NULL && getenv("HSMSIGN_PKCS11_NO_DLCLOSE") == NULL)
-		dlclose(mod->dl);
+		hs_os_dlclose(mod->dl);
 	free(mod);
 }
 

@@ -113,6 +113,7 @@ static int ts_send(struct hs_ctx *ctx, struct ts_key *k, const char *method, con
 	const char *token;
 	int r = 0;
 
+	req.service = "Azure Trusted Signing";
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if ((r = hs_azure_credential_token(ctx, k->cred, TS_SCOPE, k->tenant, attempt > 0,
 		                                   &token)) < 0)
@@ -236,9 +237,7 @@ static int ts_read_result(struct hs_ctx *ctx, json_t *st, struct ts_result *res)
 
 static void ts_sleep_ms(long ms)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
+	hs_os_sleep_us((int64_t)ms * 1000);
 }
 
 /* Status of one answer: 1 done (res filled), 0 still running (*id set),
@@ -476,8 +475,10 @@ static int ts_fetch_chain(struct hs_ctx *ctx, struct ts_key *k)
 	struct ts_result res = {0};
 	int r;
 
-	if ((r = ts_sign_raw(ctx, k, "RS256", zeros, sizeof(zeros), &res)) < 0)
+	if ((r = ts_sign_raw(ctx, k, "RS256", zeros, sizeof(zeros), &res)) < 0) {
+		ts_result_free(&res); /* a failed answer may have filled part of it */
 		return r;
+	}
 	k->chain = res.chain;
 	res.chain = NULL;
 	ts_result_free(&res);

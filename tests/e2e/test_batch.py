@@ -96,6 +96,24 @@ class TestLocalBatch(BatchCase):
         self.assertIn(b"no files match", r.stderr)
         self.assertEqual([sha256_file(p) for p in files], before)
 
+    def test_pattern_with_many_stars_matches_in_linear_time(self):
+        """fuzz_cli found a list line ("**/" and ~40 stars) that made the
+        recursive '**' matcher backtrack exponentially: the walk never
+        finished. Each (pattern, path) position is now tried once."""
+        files = self.make_files(3, subdir="in/sub")
+        pattern = self.path("in") + "/**/" + "*" * 40 + "1*/*1"
+        t0 = time.monotonic()
+        r = self.local_sign(pattern, timeout=60)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertRc(r, 2)
+        self.assertIn(b"no files match", r.stderr)
+        before = [sha256_file(p) for p in files]
+        r = self.local_sign(self.path("in") + "/**/" + "*" * 40 + "hello64*")
+        self.assertRc(r, 0)  # the same stars still match what they should
+        after = [sha256_file(p) for p in files]
+        self.assertEqual([b != a for b, a in zip(before, after)],
+                         [False, True, False])  # only f001-hello64.exe
+
     def test_every_input_checked_before_signing(self):
         files = self.make_files(5)
         bad = self.path("in/not-a-pe.exe")

@@ -40,11 +40,12 @@ def read(path):
 
 class DoctorCase(HsTestCase):
     CONFIG = {"keys": ["codesign-rsa2048"]}
+    MODE = "vault"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.emu = Emulator(config=cls.CONFIG)
+        cls.emu = Emulator(mode=cls.MODE, config=cls.CONFIG)
         cls.emu.__enter__()
         cls.info = cls.emu.info
         cls.tsa = Tsa().start()
@@ -177,6 +178,60 @@ class DoctorTest(DoctorCase):
         r = run([HSMSIGN, "doctor", "--name", "x"], env=self.env())
         self.assertRc(r, 87)
         self.assertOneErrorLine(r)
+
+
+class DoctorManagedHsmTest(DoctorCase):
+    """A Managed HSM has keys but no /certificates endpoint: the doctor must
+    ask for the certificate the way sign takes it (--cert, -ac), not send
+    the user to fix a vault certificate."""
+    MODE = "managedhsm"
+
+    def test_without_certificate_names_the_cert_options(self):
+        r, out, _ = self.doctor("--azure-managed-hsm")
+        self.assertRc(r, 1)
+        self.assertIn("(Managed HSM), key 'codesign-rsa2048'", out)
+        self.assertCheck(out, "certificate", "FAIL")
+        self.assertIn("no certificate store", self.check_line(out, "certificate"))
+        self.assertIn("[FAIL] certificate: give the signing certificate with --cert FILE "
+                      "and its intermediates with -ac FILE", out)
+        self.assertNotIn("vault csr", out)
+        self.assertCheck(out, "sign test", "skip")
+        # Nothing was asked of an endpoint the HSM does not have.
+        self.assertEqual(self.emu.count("GET", "/certificates/"), 0)
+        self.assertEqual(self.emu.count("POST", "/keys/"), 0)
+
+    def test_with_certificate_signs_once(self):
+        r, out, err = self.doctor("--azure-managed-hsm", "--cert",
+                                  self.emu.leaf("codesign-rsa2048"),
+                                  "-tr", self.tsa.url("ok"))
+        self.assertRc(r, 0)
+        self.assertCheck(out, "certificate", "ok")
+        self.assertCheck(out, "sign test", "ok")
+        self.assertCheck(out, "timestamp", "ok")
+        self.assertIn("Everything hsmsign needs to sign works.", out)
+        self.assertEqual(self.emu.count("POST", "/keys/", bearer=True), 1)
+        self.assertEqual(self.emu.count("GET", "/certificates/"), 0)
+        self.assertEqual(err, "")
+
+    def test_denied_sign_names_the_hsm_role(self):
+        self.emu.config(deny_actions=[
+            "Microsoft.KeyVault/managedHsm/keys/sign/action"])
+        r, out, _ = self.doctor("--azure-managed-hsm", "--cert",
+                                self.emu.leaf("codesign-rsa2048"))
+        self.assertRc(r, 1)
+        self.assertCheck(out, "sign test", "FAIL")
+        self.assertIn("[FAIL] sign test: the identity needs the Managed HSM local RBAC "
+                      "role 'Managed HSM Crypto User'", out)
+
+    def test_hsm_url_without_the_flag_gets_the_hint(self):
+        # A loopback URL is not recognised as a Managed HSM by its name:
+        # the vault path runs, fails on /certificates, and the fix says
+        # what to do for an HSM.
+        r, out, _ = self.doctor()
+        self.assertRc(r, 1)
+        self.assertCheck(out, "certificate", "FAIL")
+        self.assertIn("add --azure-managed-hsm and give the certificate with --cert FILE",
+                      out)
 
 
 class DoctorFederatedTest(DoctorCase):

@@ -193,6 +193,41 @@ class InstallTest(HsTestCase):
             [os.path.join(self.libdir, "libhsmsign.a")] + libs)
         self.assertNotIn("libhsmsign", run(["ldd", prog]).stdout.decode())
 
+    def test_shared_library_exports_only_the_public_api(self):
+        # -fvisibility=hidden + HS_API: the dynamic symbol table of the
+        # installed library is exactly the functions include/hsmsign.h
+        # declares, all of them marked HS_API; the Debian symbols file
+        # lists the same set.
+        with open(os.path.join(self.root, "include", "hsmsign.h")) as f:
+            header = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+        declared = set(re.findall(
+            r"^(?:HS_API )?[a-z][^;#{}()]*?\b(hs_[a-z0-9_]+)\(", header,
+            re.M))
+        marked = set(re.findall(r"^HS_API [^;#{}()]*?\b(hs_[a-z0-9_]+)\(",
+                                header, re.M))
+        self.assertGreater(len(declared), 40)
+        self.assertEqual(declared - marked, set(),
+                         "declared without HS_API")
+        self.assertEqual(marked - declared, set())
+        so = os.path.realpath(os.path.join(self.libdir, "libhsmsign.so"))
+        r = run(["nm", "-D", "--defined-only", so])
+        self.assertRc(r, 0, "nm -D")
+        exported = set()
+        for line in r.stdout.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] not in ("A", "a"):
+                exported.add(parts[2].split("@")[0])
+        self.assertEqual(exported - marked, set(),
+                         "exported but not public API")
+        self.assertEqual(marked - exported, set(),
+                         "public API missing from libhsmsign.so")
+        symbols = os.path.join(hslib.HERE, "..", "..", "debian",
+                               "libhsmsign0.symbols")
+        with open(symbols) as f:
+            listed = set(re.findall(r"^ (hs_[a-z0-9_]+)@Base ", f.read(),
+                                    re.M))
+        self.assertEqual(listed, marked, "debian/libhsmsign0.symbols")
+
 
 if __name__ == "__main__":
     unittest.main()

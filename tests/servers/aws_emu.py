@@ -12,8 +12,10 @@ stdin closes. In tests: AwsEmulator(config).start() runs it in a thread.
 Config keys (all optional): region, account, credentials {id: secret},
 keys [{id, alias, key_file, usage, state}], role_arn, web_identity_tokens
 [...], github_request_token, ecs_token. Test knobs (POST /_emu/config):
-throttle_next, fail_next_500, corrupt_next, deny_sign, short_expiry
-(temporary credentials expire in 60 s). GET /_emu/log
+throttle_next, fail_next_500, corrupt_next, bad_b64_next (a Signature
+that is not base64), deny_sign, short_expiry (temporary credentials
+expire in 60 s), expire_after (temporary credentials are refused as
+expired after N KMS calls each), fault (emu_base.py). GET /_emu/log
 returns every request as {path, target, status, access_key, source}.
 Route prefixes: / (KMS), /sts/, /github/token, /ecs/creds, /latest/ (IMDS).
 """
@@ -76,6 +78,7 @@ class State(emu_base.EmuState):
         self.gh_request_token = config.get("github_request_token")
         self.ecs_token = config.get("ecs_token")
         self.imds_tokens = set()
+        self.token_uses = {}
         self.keys = []
         for k in config.get("keys", []):
             with open(k["key_file"], "rb") as f:
@@ -221,6 +224,11 @@ class Handler(emu_base.EmuHandler):
             raise KmsError("UnrecognizedClientException",
                            "The security token included in the request is "
                            "invalid.")
+        if token is not None and emu_base.token_spent(
+                self.st.lock, self.st.knobs, self.st.token_uses, token):
+            raise KmsError("ExpiredTokenException",
+                           "The security token included in the request is "
+                           "expired")
         hdrs = {k.lower(): v for k, v in self.headers.items()}
         want = sigv4_signature(secret, "POST", "/", "", hdrs, signed, body,
                                amz_date, scope)
@@ -295,7 +303,10 @@ class Handler(emu_base.EmuHandler):
             sig = k["priv"].sign(digest, padding.PKCS1v15(), pre)
         if self.st.knob("corrupt_next"):
             sig = bytes([sig[0] ^ 1]) + sig[1:]
-        return {"KeyId": k["arn"], "Signature": base64.b64encode(sig).decode(),
+        value = base64.b64encode(sig).decode()
+        if self.st.knob("bad_b64_next"):
+            value = emu_base.BAD_BASE64
+        return {"KeyId": k["arn"], "Signature": value,
                 "SigningAlgorithm": alg}
 
     def kms_public_key(self, req):

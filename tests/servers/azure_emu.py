@@ -100,6 +100,17 @@ DEFAULT_KNOBS = {
     "corrupt_sign_next": 0,
     "token_lifetime": 3599,
     "challenge_style": "resource",
+    # A transport fault plan, see emu_base.py ("fault"): answered before
+    # routing, whatever the path (except /_emu/*).
+    "fault": None,
+    # Tokens are refused as expired (AKV10021) after this many data-plane
+    # requests each: a token that expires in the middle of a batch. 0: off.
+    "expire_after": 0,
+    # N sign answers whose value is not base64url.
+    "bad_b64_sign_next": 0,
+    # Another key's name: certificate bundles carry that key's certificate
+    # (a certificate that does not match the signing key). None: off.
+    "cert_of": None,
 }
 
 LOG_QUERY_KEYS = ("api-version", "resource", "audience", "client_id",
@@ -347,6 +358,7 @@ class Emulator:
             "hsmsign-emu-hsm" if mode == "managedhsm" else "hsmsign-emu")
         self.lock = threading.Lock()
         self.log_entries = []
+        self.token_uses = {}
         self.base_knobs = dict(DEFAULT_KNOBS)
         self.base_knobs.update(config.get("knobs") or {})
         self.knobs = json.loads(json.dumps(self.base_knobs))
@@ -570,6 +582,7 @@ class Emulator:
     def reset(self):
         with self.lock:
             self.knobs = json.loads(json.dumps(self.base_knobs))
+            self.token_uses = {}
             self.pending = {}
             for name in [n for n, vk in self.vault_keys.items()
                          if vk.get("merged")]:
@@ -732,7 +745,7 @@ def aad_error(status, code, error, message):
         "error_uri": "https://login.microsoftonline.com/error?code=%d" % code})
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(emu_base.FaultMixin, http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "hsmsign-azure-emu"
     sys_version = ""
@@ -742,6 +755,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self):
         return self.server_version
+
+    def fault_knobs(self):
+        return self.emu.lock, self.emu.knobs
 
     # silence the default stderr logging; we keep our own log
     def log_message(self, fmt, *args):
@@ -1021,6 +1037,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise self.unauthorized(
                 "AKV10032: Invalid issuer. Expected one of %s, found %s." % (
                     iss, claims.get("iss")))
+        if emu_base.token_spent(emu.lock, emu.knobs, emu.token_uses, token):
+            self.entry["knob"] = "expire_after"
+            raise self.unauthorized("AKV10021: Token has expired.")
         return claims
 
     def authorize(self, claims, short_action, resource_path):
@@ -1340,12 +1359,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          "crv": vk["size"], "reuse_key": False}
         base = "%s/certificates/%s" % (self.emu.https_url, vk["name"])
         attrs = self.attributes(vk, cert=True)
+        other = self.emu.vault_keys.get(self.emu.knob("cert_of") or "")
+        der = other["der"] if other else vk["der"]
         out = {
             "id": self.vid("certificates", vk),
             "kid": self.vid("keys", vk),
             "sid": self.vid("secrets", vk),
-            "x5t": b64url(hashlib.sha1(vk["der"]).digest()),
-            "cer": base64.b64encode(vk["der"]).decode(),
+            "x5t": b64url(hashlib.sha1(der).digest()),
+            "cer": base64.b64encode(der).decode(),
             "attributes": attrs,
             "policy": {
                 "id": base + "/policy",
@@ -1445,7 +1466,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if emu.take("corrupt_sign_next"):
             sig = bytes([sig[0] ^ 0x01]) + sig[1:]
             self.entry["knob"] = "corrupt"
-        return 200, {}, {"kid": self.vid("keys", vk), "value": b64url(sig)}
+        value = b64url(sig)
+        if emu.take("bad_b64_sign_next"):
+            value = emu_base.BAD_BASE64
+            self.entry["knob"] = "bad_b64"
+        return 200, {}, {"kid": self.vid("keys", vk), "value": value}
 
     # ------------------------------------------------------------ Entra
     def entra(self, method, seg):

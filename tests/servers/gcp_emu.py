@@ -12,7 +12,10 @@ Standalone:  /usr/bin/python3 gcp_emu.py --config CONFIG.json  prints
 Config: keys [{name, versions: [{state, key_file, algorithm}]}],
 service_account {email, key_file}, wif_provider, github_request_token,
 access_tokens [...]. Knobs (GcpEmulator.knobs): throttle_next,
-fail_next_500, corrupt_crc, unverified, deny.
+fail_next_500, corrupt_crc, unverified, deny, corrupt_next (a signature
+with one bit flipped, CRC32C matching), bad_b64_next (a signature that is
+not base64), expire_after (every access token is refused after N KMS
+calls), fault (emu_base.py).
 """
 import base64
 import datetime
@@ -76,6 +79,7 @@ class State(emu_base.EmuState):
     def __init__(self, config):
         super().__init__()
         self.tokens = {t: "fixed" for t in config.get("access_tokens", [])}
+        self.token_uses = {}
         self.federated = set()
         self.gh_tokens = set()
         self.wif = config.get("wif_provider")
@@ -147,6 +151,9 @@ class Handler(emu_base.EmuHandler):
         auth = self.headers.get("Authorization", "")
         kind = self.st.tokens.get(auth[7:]) if auth.startswith("Bearer ") \
             else None
+        if kind is not None and emu_base.token_spent(
+                self.st.lock, self.st.knobs, self.st.token_uses, auth[7:]):
+            kind = None  # Google answers an expired token like a bad one
         if kind is None:
             raise GcpError(401, "UNAUTHENTICATED",
                            "Request had invalid authentication credentials.")
@@ -264,12 +271,17 @@ class Handler(emu_base.EmuHandler):
             raise GcpError(400, "INVALID_ARGUMENT",
                            "The checksum in field %s did not match the data "
                            "in field %s." % (crc_field, crc_field[:-6]))
+        if self.st.knob("corrupt_next"):
+            sig = bytes([sig[0] ^ 1]) + sig[1:]
         crc = crc32c(sig)
         if self.st.knob("corrupt_crc"):
             crc ^= 1
         if self.st.knob("unverified"):
             verified = False
-        return {"signature": base64.b64encode(sig).decode(),
+        value = base64.b64encode(sig).decode()
+        if self.st.knob("bad_b64_next"):
+            value = emu_base.BAD_BASE64
+        return {"signature": value,
                 "signatureCrc32c": str(crc),
                 "verified" + crc_field[0].upper() + crc_field[1:]: verified,
                 "name": name, "protectionLevel": "HSM"}

@@ -11,7 +11,11 @@ Standalone:  /usr/bin/python3 trusted_emu.py --config CONFIG.json
 Tests: TrustedEmulator(cfg). Config: account, profile, client_id,
 client_secret, key_file, chain [PEM files, leaf first], rotated_key_file,
 rotated_chain. Knobs: polls (InProgress answers before the result),
-nested, colon_only, deny, fail_op, rotate, throttle_next.
+nested, colon_only, deny, fail_op, rotate, throttle_next, corrupt_next (a
+signature with one bit flipped), bad_b64_next (a signature that is not
+base64), wrong_chain (the rotated chain with the first key's signature),
+expire_after (a token is refused after N sign requests), fault
+(emu_base.py).
 """
 import base64
 import json
@@ -49,6 +53,7 @@ class State(emu_base.EmuState):
         self.ops = {}
         self.cfg = config
         self.tokens = set()
+        self.token_uses = {}
         self.identity = load_identity(config["key_file"], config["chain"])
         self.rotated = load_identity(config["rotated_key_file"],
                                      config["rotated_chain"]) \
@@ -129,6 +134,12 @@ class Handler(emu_base.EmuHandler):
     def submit(self, p, req):
         if not self.authorized():
             return self.error(401, "Unauthorized", "bad token", "sign")
+        tok = self.headers.get("Authorization", "")[7:]
+        if emu_base.token_spent(self.st.lock, self.st.knobs,
+                                self.st.token_uses, tok):
+            with self.st.lock:
+                self.st.tokens.discard(tok)
+            return self.error(401, "Unauthorized", "token expired", "sign")
         if urllib.parse.parse_qs(p.query).get("api-version") is None:
             return self.error(400, "MissingApiVersion", "api-version", "sign")
         if self.st.knob("throttle_next"):
@@ -149,9 +160,15 @@ class Handler(emu_base.EmuHandler):
             self.st.knobs.get("rotate") and n > 1) else self.st.identity
         sig = key.sign(digest, padding.PKCS1v15(),
                        utils.Prehashed(ALGS[alg]()))
+        if self.st.knob("corrupt_next"):
+            sig = bytes([sig[0] ^ 1]) + sig[1:]
+        if self.st.knobs.get("wrong_chain"):
+            chain = self.st.rotated[1]
         op = {"id": secrets.token_hex(8), "polls": self.st.knobs.get("polls", 2),
               "final": "Failed" if self.st.knobs.get("fail_op") else "Succeeded",
               "sig": base64.b64encode(sig).decode(), "chain": chain}
+        if self.st.knob("bad_b64_next"):
+            op["sig"] = emu_base.BAD_BASE64
         if op["final"] != "Succeeded":
             op["sig"] = op["chain"] = None
         with self.st.lock:

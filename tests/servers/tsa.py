@@ -228,6 +228,7 @@ class Tsa:
         self.log_path = os.path.join(state_dir, "requests.jsonl")
         self.log = []
         self.hits = {}
+        self.knobs = {}  # {"fault": plan}: see emu_base.py, set by POST /_fault
 
     def next_serial(self):
         with self.lock:
@@ -351,12 +352,15 @@ def parse_time(text):
 
 
 # --------------------------------------------------------------- HTTP
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(emu_base.FaultMixin, http.server.BaseHTTPRequestHandler):
     tsa = None
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
+
+    def fault_knobs(self):
+        return self.tsa.lock, self.tsa.knobs
 
     def send(self, status, body=b"", ctype="text/plain", extra=None):
         self.send_response(status)
@@ -375,6 +379,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(404, b"not found\n")
 
     def do_POST(self):
+        if self.path == "/_fault":
+            n = int(self.headers.get("Content-Length") or 0)
+            plan = json.loads(self.rfile.read(n) or b"null")
+            with self.tsa.lock:
+                self.tsa.knobs["fault"] = plan
+            return self.send(200, b"{}", "application/json")
         url = urllib.parse.urlsplit(self.path)
         mode = url.path.strip("/") or "ok"
         query = dict(urllib.parse.parse_qsl(url.query))

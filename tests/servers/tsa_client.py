@@ -7,6 +7,7 @@
         tsa.url("ok"), tsa.url("500"), tsa.url("ok", time="2020-06-01T00:00:00Z")
         tsa.root          # PEM of the TSA root (for --tsa-ca-file / -TSA-CAfile)
         tsa.log()         # request log entries
+        tsa.fault({"kind": "reset"})  # transport faults (emu_base.py); None clears
 
 The server runs with stdin as a pipe, so it exits by itself if this process
 dies.
@@ -75,6 +76,15 @@ class Tsa:
         with urllib.request.urlopen(self.info["url"] + "/_log",
                                     timeout=10) as r:
             return json.loads(r.read())
+
+    def fault(self, plan):
+        """Sets (plan: dict) or clears (None) the transport fault plan
+        (emu_base.py) that every POST except /_fault then gets."""
+        req = urllib.request.Request(
+            self.info["url"] + "/_fault", data=json.dumps(plan).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
 
     def count(self, mode=None):
         return sum(1 for e in self.log() if mode is None or e["mode"] == mode)

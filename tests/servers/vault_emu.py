@@ -10,7 +10,8 @@ Standalone:  /usr/bin/python3 vault_emu.py --config CONFIG.json  prints
 Config: keys [{name, versions: [key_file, ...]}], mount (default
 "transit"), tokens [...], approle {role_id, secret_id}, jwt {role,
 audience}, github_request_token. Knobs: deny, throttle_next, sealed_next,
-corrupt_next.
+corrupt_next, bad_b64_next (a signature that is not base64), expire_after
+(a token is refused after N uses), fault (emu_base.py).
 """
 import base64
 import json
@@ -44,6 +45,7 @@ class State(emu_base.EmuState):
         super().__init__()
         self.mount = config.get("mount", "transit")
         self.tokens = {t: "static" for t in config.get("tokens", [])}
+        self.token_uses = {}
         self.approle = config.get("approle")
         self.jwt = config.get("jwt")
         self.gh_request_token = config.get("github_request_token")
@@ -69,7 +71,11 @@ class Handler(emu_base.EmuHandler):
                                      "token_kind": kind, "request": req})
 
     def token_kind(self):
-        kind = self.st.tokens.get(self.headers.get("X-Vault-Token", ""))
+        tok = self.headers.get("X-Vault-Token", "")
+        kind = self.st.tokens.get(tok)
+        if kind is not None and emu_base.token_spent(
+                self.st.lock, self.st.knobs, self.st.token_uses, tok):
+            kind = None  # an expired token is refused like a bad one
         if kind is None:
             raise VaultError(403, "permission denied")
         return kind
@@ -159,8 +165,11 @@ class Handler(emu_base.EmuHandler):
             sig = priv.sign(data, ec.ECDSA(pre))
         if self.st.knob("corrupt_next"):
             sig = bytes([sig[0] ^ 1]) + sig[1:]
-        return {"data": {"signature": "vault:v%d:%s" % (
-            ver, base64.b64encode(sig).decode()), "key_version": ver}}
+        value = base64.b64encode(sig).decode()
+        if self.st.knob("bad_b64_next"):
+            value = emu_base.BAD_BASE64
+        return {"data": {"signature": "vault:v%d:%s" % (ver, value),
+                         "key_version": ver}}
 
     def login(self, mount, body):
         if mount == "approle" and self.st.approle:

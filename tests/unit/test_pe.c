@@ -22,6 +22,7 @@
 
 #include "core/core.h"
 #include "core/file.h"
+#include "core/stream.h"
 #include "formats/format.h"
 
 /* Layout of the synthetic image (see img_build). */
@@ -616,6 +617,11 @@ static const struct img_spec digest_specs[] = {
         {"PE32 odd e_lfanew +5", false, 0x81, 5, 0, false},
         {"PE32+ odd e_lfanew +2", true, 0x83, 2, 0, false},
         {"PE32+ multi-chunk overlay", true, 0x80, 2 * HS_IO_CHUNK + 3, 0, false},
+        /* Long enough for the threaded stream, with the ring of chunk
+         * buffers wrapping around and a partial last chunk. */
+        {"PE32 threaded stream odd e_lfanew", false, 0x81,
+         HS_STREAM_THREAD_MIN + 5 * HS_IO_CHUNK / 2 + 1, 0, false},
+        {"PE32+ threaded stream re-sign", true, 0x80, HS_STREAM_THREAD_MIN + 3, 301, true},
         {"PE32 re-sign", false, 0x80, 3, 300, false},
         {"PE32+ re-sign odd e_lfanew", true, 0x81, 8, 211, true},
 };
