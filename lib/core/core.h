@@ -70,5 +70,8 @@ enum hs_digest hs_digest_from_nid(int nid);
  * unless the build enables HSMSIGN_FAULT_INJECTION.
  */
 bool hs_fault(const char *point);
+/* The value N of an entry `point=N` in HSMSIGN_FAULT (N >= 0, at most
+ * 600000), or -1 when there is none or the build has no fault injection. */
+long hs_fault_value(const char *point);
 
 #endif /* HS_CORE_H */

@@ -159,3 +159,31 @@ bool hs_fault(const char *point)
 #endif
 	return false;
 }
+
+long hs_fault_value(const char *point)
+{
+#ifdef HSMSIGN_FAULT_INJECTION
+	const char *list = getenv("HSMSIGN_FAULT");
+	size_t n = strlen(point);
+
+	while (list != NULL && *list) {
+		const char *end = strchr(list, ',');
+		size_t len = end ? (size_t)(end - list) : strlen(list);
+
+		if (len > n + 1 && memcmp(list, point, n) == 0 && list[n] == '=') {
+			long v = 0;
+
+			for (size_t i = n + 1; i < len; i++) {
+				if (list[i] < '0' || list[i] > '9' || v > 600000)
+					return -1;
+				v = v * 10 + (list[i] - '0');
+			}
+			return v <= 600000 ? v : -1;
+		}
+		list = end ? end + 1 : NULL;
+	}
+#else
+	(void)point;
+#endif
+	return -1;
+}

@@ -422,9 +422,14 @@ static void *kr_worker(void *arg)
 			job->result = HS_ERR_NOMEM;
 			snprintf(job->message, sizeof(job->message), "out of memory");
 		} else {
-			/* Test point: a slow token (queue timeout tests). */
+			/* Test points: a slow token (queue timeout tests), a
+			 * remote HSM's latency (bench/many-files --serve). */
+			long delay_ms = hs_fault_value("serve-sign-delay-ms");
+
 			if (hs_fault("serve-slow-sign"))
 				usleep(1500 * 1000);
+			if (delay_ms > 0)
+				usleep((useconds_t)delay_ms * 1000);
 			hs_ctx_clear_error(ctx);
 			job->result = kr_sign(ctx, job);
 			if (job->result < 0)

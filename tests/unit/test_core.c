@@ -192,9 +192,36 @@ static void base64_vectors(void **state)
 	}
 }
 
+/* Fault points with values (HSMSIGN_FAULT=point=N). */
+static void fault_values(void **state)
+{
+	(void)state;
+	setenv("HSMSIGN_FAULT", "sign,serve-sign-delay-ms=30,other=7", 1);
+	if (!hs_fault("sign")) {
+		/* A build with -DHSMSIGN_FAULT_INJECTION=OFF. */
+		assert_int_equal(hs_fault_value("serve-sign-delay-ms"), -1);
+		unsetenv("HSMSIGN_FAULT");
+		skip();
+	}
+	assert_false(hs_fault("serve-sign-delay-ms"));
+	assert_int_equal(hs_fault_value("serve-sign-delay-ms"), 30);
+	assert_int_equal(hs_fault_value("other"), 7);
+	assert_int_equal(hs_fault_value("sign"), -1);
+	assert_int_equal(hs_fault_value("serve-sign-delay"), -1);
+	setenv("HSMSIGN_FAULT", "serve-sign-delay-ms=3x", 1);
+	assert_int_equal(hs_fault_value("serve-sign-delay-ms"), -1);
+	setenv("HSMSIGN_FAULT", "serve-sign-delay-ms=99999999999999999999", 1);
+	assert_int_equal(hs_fault_value("serve-sign-delay-ms"), -1);
+	setenv("HSMSIGN_FAULT", "serve-sign-delay-ms=", 1);
+	assert_int_equal(hs_fault_value("serve-sign-delay-ms"), -1);
+	unsetenv("HSMSIGN_FAULT");
+	assert_int_equal(hs_fault_value("serve-sign-delay-ms"), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(fault_values),
 	        cmocka_unit_test(error_first_message_wins),
 	        cmocka_unit_test(buf_grows_and_detaches),
 	        cmocka_unit_test(digest_names),
