@@ -113,7 +113,7 @@ static void *srv_main(void *arg)
 	struct srv_request rq;
 	int c;
 
-	while (!s->stop) {
+	while (!atomic_load(&s->stop)) {
 		if (poll(&pfd, 1, 50) <= 0)
 			continue;
 		if ((c = accept(s->fd, NULL, NULL)) < 0)
@@ -155,7 +155,7 @@ struct srv *srv_start(const struct srv_reply *script, size_t n)
 
 void srv_stop(struct srv *s)
 {
-	s->stop = 1;
+	atomic_store(&s->stop, 1);
 	pthread_join(s->thread, NULL);
 	close(s->fd);
 	free(s);

@@ -13,6 +13,7 @@
 #define HS_TEST_SCRIPTED_SERVER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -45,7 +46,7 @@ struct srv {
 	size_t next;
 	struct srv_request reqs[SRV_MAX_REQ];
 	size_t n_reqs;
-	volatile int stop;
+	atomic_int stop; /* set by srv_stop() on the test thread */
 };
 
 /* Whether hay contains needle, ignoring case. */
