@@ -140,50 +140,56 @@ const char *hs_strerror(int err)
 	}
 }
 
-bool hs_fault(const char *point)
-{
 #ifdef HSMSIGN_FAULT_INJECTION
+/* The first entry of HSMSIGN_FAULT's comma-separated list that is
+ * `point` (valued: `point=...`); *len is its length. NULL: none. */
+static const char *fault_entry(const char *point, bool valued, size_t *len)
+{
 	const char *list = getenv("HSMSIGN_FAULT");
 	size_t n = strlen(point);
 
 	while (list != NULL && *list) {
 		const char *end = strchr(list, ',');
-		size_t len = end ? (size_t)(end - list) : strlen(list);
 
-		if (len == n && memcmp(list, point, n) == 0)
-			return true;
+		*len = end ? (size_t)(end - list) : strlen(list);
+		if (*len >= n && memcmp(list, point, n) == 0 &&
+		    (valued ? *len > n && list[n] == '=' : *len == n))
+			return list;
 		list = end ? end + 1 : NULL;
 	}
+	return NULL;
+}
+#endif
+
+bool hs_fault(const char *point)
+{
+#ifdef HSMSIGN_FAULT_INJECTION
+	size_t len;
+
+	return fault_entry(point, false, &len) != NULL;
 #else
 	(void)point;
-#endif
 	return false;
+#endif
 }
 
 long hs_fault_value(const char *point)
 {
 #ifdef HSMSIGN_FAULT_INJECTION
-	const char *list = getenv("HSMSIGN_FAULT");
-	size_t n = strlen(point);
+	size_t len, n = strlen(point);
+	const char *e = fault_entry(point, true, &len);
+	long v = 0;
 
-	while (list != NULL && *list) {
-		const char *end = strchr(list, ',');
-		size_t len = end ? (size_t)(end - list) : strlen(list);
-
-		if (len > n + 1 && memcmp(list, point, n) == 0 && list[n] == '=') {
-			long v = 0;
-
-			for (size_t i = n + 1; i < len; i++) {
-				if (list[i] < '0' || list[i] > '9' || v > 600000)
-					return -1;
-				v = v * 10 + (list[i] - '0');
-			}
-			return v <= 600000 ? v : -1;
-		}
-		list = end ? end + 1 : NULL;
+	if (e == NULL || len <= n + 1)
+		return -1;
+	for (size_t i = n + 1; i < len; i++) {
+		if (e[i] < '0' || e[i] > '9' || v > 600000)
+			return -1;
+		v = v * 10 + (e[i] - '0');
 	}
+	return v <= 600000 ? v : -1;
 #else
 	(void)point;
-#endif
 	return -1;
+#endif
 }

@@ -7,6 +7,7 @@ place: HsTestCase.copy() puts a copy into a per-test temporary directory.
 import hashlib
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -103,6 +104,16 @@ def pesign_hash(path, digest="sha256"):
     if r.returncode != 0 or not out.startswith("hash: "):
         raise AssertionError("pesign -h failed: %r" % (out + r.stderr.decode()))
     return out.split()[1].strip().lower()
+
+
+def free_port():
+    """A loopback TCP port nothing listens on (for a server to take, or
+    for a client to be refused on)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def sha256_file(path):

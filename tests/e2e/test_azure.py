@@ -7,7 +7,6 @@ port, so the credential chain never probes the real metadata address.
 """
 import json
 import os
-import socket
 import sys
 import time
 import unittest
@@ -15,7 +14,7 @@ import urllib.parse
 import urllib.request
 import ssl
 
-from hslib import (HSMSIGN, HsTestCase, lines, osslsigncode_verify, run, sbverify,
+from hslib import (HSMSIGN, HsTestCase, free_port, lines, osslsigncode_verify, run, sbverify,
                    sha256_file, signature_count)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
@@ -39,11 +38,7 @@ SCRUB = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
 
 def closed_port_url():
     """An http URL on loopback where nothing listens."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return "http://127.0.0.1:%d" % port
+    return "http://127.0.0.1:%d" % free_port()
 
 
 def read(path):

@@ -5,10 +5,9 @@ action, a wrong secret, a federated subject that does not match, an
 incomplete chain, a dead TSA) and the checklist must name its fix.
 """
 import os
-import socket
 import sys
 
-from hslib import HSMSIGN, HsTestCase, run
+from hslib import HSMSIGN, HsTestCase, free_port, run
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "servers"))
@@ -26,11 +25,8 @@ SCRUB = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
 
 
 def closed_port_url():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return "http://127.0.0.1:%d" % port
+    """An http URL on loopback where nothing listens."""
+    return "http://127.0.0.1:%d" % free_port()
 
 
 def read(path):

@@ -9,16 +9,15 @@ Every case checks what issue 8 asks of a failure: it ends in bounded time
 code (docs/cli.md), one error line that names the service, no secret in
 any output, every input byte-identical and no temporary file left.
 """
-import hashlib
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 import unittest
 
-from hslib import HSMSIGN, HsTestCase, PE_DIR, ROOT_CA, pki, run
+from cloudlib import EmulatorCase
+from hslib import HSMSIGN, HsTestCase, PE_DIR, ROOT_CA, free_port, pki, run, sha256_file
 
 SERVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                        "servers")
@@ -89,19 +88,6 @@ NO_VERIFY = "does not verify"
 NOT_ITS_KEY = "does not verify|does not belong|differs"
 
 
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 class FaultCase(HsTestCase):
     """A subclass names its targets in TARGETS: {name: spec}, where spec
     has service (a regex the error must match), rc (exit code of a
@@ -129,7 +115,7 @@ class FaultCase(HsTestCase):
         for i in range(n):
             files.append(self.copy(os.path.join(PE_DIR, "hello64.exe"),
                                    "in%d.exe" % i))
-        return files, {f: sha256(f) for f in files}
+        return files, {f: sha256_file(f) for f in files}
 
     def run_case(self, target, files, refused=False, fault=None):
         argv, env = self.command(target, files, refused)
@@ -153,7 +139,7 @@ class FaultCase(HsTestCase):
 
     def assertUntouched(self, before):
         for f, h in before.items():
-            self.assertEqual(sha256(f), h, "%s changed" % f)
+            self.assertEqual(sha256_file(f), h, "%s changed" % f)
         left = sorted(os.listdir(self.tmp))
         self.assertEqual(left, sorted(os.path.basename(f) for f in before),
                          "files left behind")
@@ -287,7 +273,7 @@ class AzureFaultCase(FaultCase):
         self.addCleanup(shutil.rmtree, cache, True)
         vault = self.info["https"]
         if refused:
-            dead = "127.0.0.1:%d" % closed_port()
+            dead = "127.0.0.1:%d" % free_port()
             if target.startswith(("keyvault", "managed_hsm")):
                 vault = "https://" + dead
             elif target == "entra":
@@ -411,7 +397,7 @@ class TestTsaFaults(FaultCase):
         self.tsa.fault(plan)
 
     def command(self, target, files, refused=False, mode="ok"):
-        url = ("http://127.0.0.1:%d/ok" % closed_port() if refused
+        url = ("http://127.0.0.1:%d/ok" % free_port() if refused
                else self.tsa.url(mode))
         return ([HSMSIGN, "sign", "--key", pki("leaf-rsa2048.key"), "--cert",
                  pki("leaf-rsa2048-chain.pem"), "-tr", url,
@@ -432,26 +418,14 @@ class TestTsaFaults(FaultCase):
 
 
 # ------------------------------------------------------- cloud KMS
-class CloudFaultCase(FaultCase):
-    emulator_class = None
-    emu_config = None
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = cls.emulator_class(cls.emu_config()).__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
+class CloudFaultCase(FaultCase, EmulatorCase):
+    """An in-process emulator per class (cloudlib.EmulatorCase), its token
+    use counts cleared too before each test."""
 
     def setUp(self):
         super().setUp()
         with self.emu.state.lock:
-            self.emu.state.log.clear()
-            self.emu.state.knobs.clear()
-            for attr in ("token_uses",):
-                getattr(self.emu.state, attr, {}).clear()
+            getattr(self.emu.state, "token_uses", {}).clear()
 
     def set_fault(self, target, plan):
         self.emu.knobs(fault=plan)
@@ -461,7 +435,7 @@ class CloudFaultCase(FaultCase):
             return (self.emu.state.knobs.get("fault") or {}).get("hits", 0)
 
     def url(self, refused):
-        return ("http://127.0.0.1:%d" % closed_port() if refused
+        return ("http://127.0.0.1:%d" % free_port() if refused
                 else self.emu.url)
 
     def content_case(self, target, knobs, rc, what, cert=None):
@@ -588,7 +562,7 @@ class TestGcpFaults(CloudFaultCase):
         env.update({"HOME": self.tmp, "HSMSIGN_HTTP_BACKOFF_MS": "5",
                     "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS":
                     (self.emu.url if target == "gcp_oauth" else url) + "/v1/",
-                    "GCE_METADATA_HOST": "127.0.0.1:%d" % closed_port(),
+                    "GCE_METADATA_HOST": "127.0.0.1:%d" % free_port(),
                     "GCP_TOKEN": test_gcp.TOKEN})
         if self.TARGETS[target]["sa"]:
             cred = ["--gcp-credentials", self.sa_file(url + "/token")]
@@ -621,11 +595,11 @@ class TestGcpFaults(CloudFaultCase):
         # renewed: the batch stops; files signed before stay valid, the
         # others untouched.
         self.assertIn(r.returncode, (1, 2))
-        signed = [f for f in files if sha256(f) != before[f]]
+        signed = [f for f in files if sha256_file(f) != before[f]]
         for f in signed:
             self.assertRc(run([HSMSIGN, "verify", "--ca-file", ROOT_CA, f]), 0)
         self.assertFault("gcp_kms", "expire", r, elapsed,
-                         {f: sha256(f) for f in files}, rc=r.returncode,
+                         {f: sha256_file(f) for f in files}, rc=r.returncode,
                          what="401|authenticat|credential|token", batch=True)
 
 
@@ -667,11 +641,11 @@ class TestVaultFaults(CloudFaultCase):
         r, elapsed, files, before = self.expiry_case("vault")
         self.assertIn(r.returncode, (1, 2))
         for f in files:
-            if sha256(f) != before[f]:
+            if sha256_file(f) != before[f]:
                 self.assertRc(run([HSMSIGN, "verify", "--ca-file", ROOT_CA,
                                    f]), 0)
         self.assertFault("vault", "expire", r, elapsed,
-                         {f: sha256(f) for f in files}, rc=r.returncode,
+                         {f: sha256_file(f) for f in files}, rc=r.returncode,
                          what="denied|403", batch=True)
 
 
@@ -704,7 +678,7 @@ class TestTrustedSigningFaults(CloudFaultCase):
         env.update({"HOME": self.tmp, "HSMSIGN_HTTP_BACKOFF_MS": "5",
                     "AZURE_AUTHORITY_HOST": self.emu.url,
                     "AZURE_CLI_PATH": os.path.join(self.tmp, "no-az"),
-                    "IMDS_ENDPOINT": "http://127.0.0.1:%d" % closed_port(),
+                    "IMDS_ENDPOINT": "http://127.0.0.1:%d" % free_port(),
                     "TS_SECRET": test_trusted_signing.SECRET})
         return ([HSMSIGN, "sign", "--trusted-signing-endpoint",
                  self.url(refused), "--trusted-signing-account", "contoso",

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import hslib
-from hslib import HSMSIGN, HsTestCase, hsmsign, lines, pki, read
+from hslib import HSMSIGN, HsTestCase, free_port, hsmsign, pki, read
 
 TOKEN = "hs-serve-test-token-6f1c2a"
 OTHER_TOKEN = "hs-serve-other-token-91bd"
@@ -47,14 +47,6 @@ OTHER_TOKEN = "hs-serve-other-token-91bd"
 
 def sha256_hex(s):
     return hashlib.sha256(s.encode()).hexdigest()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def b64url(data):
