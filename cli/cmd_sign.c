@@ -240,8 +240,9 @@ const struct cli_opt cli_sign_opts[] = {
          "read more files to sign from FILE, one per line (blank lines and # comments "
          "skipped; entries may be patterns); @FILE as an operand does the same"},
         {O_MDOP, "-mdop|--mdop|--max-degree-of-parallelism", ARG_VALUE, "N",
-         "most files signed at once (default: the number of CPUs with a local key, 16 "
-         "with a remote one; 0 or -1: the default)"},
+         "most files signed at once: sign requests in flight, while up to N/2 more files are "
+         "read and written (default: the number of CPUs with a local key, 16 with a remote "
+         "one; 0 or -1: the default)"},
         {O_REPORT, "--report", ARG_VALUE, "FILE.json",
          "write a JSON report: per file the result or error, SHA-256 before and after, "
          "format, digest, key id, duration"},

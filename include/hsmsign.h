@@ -611,7 +611,8 @@ HS_API int hs_file_format(struct hs_ctx *ctx, const char *path, const char **for
 /*
  * Batch signing: many files with one key, up to `jobs` at once on worker
  * threads (each with its own context). Hashing runs in parallel, and a
- * remote key has up to `jobs` sign requests in flight. Every file is
+ * remote key has at most `jobs` sign requests in flight; up to jobs/2 more
+ * threads read and write files meanwhile. Every file is
  * signed atomically as by hs_sign_file(): when the batch stops (a failure
  * without continue_on_error, or *cancel set), files in flight finish and
  * no new one starts; none is ever left partly written.
@@ -646,7 +647,7 @@ typedef void (*hs_batch_fn)(const struct hs_batch_item *item, size_t done, size_
                             void *userdata);
 
 struct hs_batch_opts {
-	int jobs;              /* files in flight; <= 0: the number of CPUs */
+	int jobs;              /* sign calls at once; <= 0: the number of CPUs */
 	int continue_on_error; /* 1: a failure does not stop the batch */
 	int file_hashes;       /* 1: SHA-256 of each file before and after */
 	/* Set to nonzero (e.g. by a SIGINT handler) to stop starting files. */

@@ -216,6 +216,7 @@ static int vfy_add_entry(struct vfy *v, unsigned depth, struct hs_signature_info
 {
 	struct hs_signature_info *info;
 
+	*out = NULL; /* also tells -O3's flow analysis that *out is always set */
 	if (v->result->count >= v->cap)
 		return hs_error_set(v->ctx, HS_ERR_INVALID, "internal: too many signature entries");
 	info = &v->result->sigs[v->result->count++];

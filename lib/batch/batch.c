@@ -1,10 +1,13 @@
 /*
  * batch.c - batch signing (hs_batch_sign): worker threads, each with its
  * own context, take the next file from a shared index. A file is signed
- * start to finish by one thread (hash, one sign call, embed, commit), so
- * with N jobs up to N files hash at once and a remote key sees up to N
- * requests in flight. Stopping (first failure, or the caller's cancel
- * flag) only stops handing out files: a file is never abandoned midway.
+ * start to finish by one thread (hash, one sign call, embed, commit). With
+ * N jobs the key takes at most N sign calls at once, and there are N + N/2
+ * threads: while N files wait for their signature, the others create,
+ * hash, write and fsync files, which on a disk costs a third as much as a
+ * 30 ms vault call (docs/PERFORMANCE.md) and would otherwise leave the
+ * vault idle. Stopping (first failure, or the caller's cancel flag) only
+ * stops handing out files: a file is never abandoned midway.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -207,7 +210,8 @@ static void *batch_worker(void *arg)
 	return NULL;
 }
 
-static int batch_jobs(const struct hs_batch_opts *opts, size_t n)
+/* Sign calls at once: opts->jobs, or the number of CPUs. */
+static int batch_jobs(const struct hs_batch_opts *opts)
 {
 	long jobs = opts->jobs;
 
@@ -217,21 +221,33 @@ static int batch_jobs(const struct hs_batch_opts *opts, size_t n)
 		jobs = 1;
 	if (jobs > BATCH_JOBS_MAX)
 		jobs = BATCH_JOBS_MAX;
-	if ((size_t)jobs > n)
-		jobs = (long)n;
 	return (int)jobs;
 }
 
-/* Starts the workers and waits for them; the calling thread is one of
- * them, so a one-job batch runs without any thread. */
-static int batch_run_threads(struct hs_ctx *ctx, struct batch_run *run, int jobs)
+/* Worker threads for `jobs` sign calls at once: half as many again for
+ * the file work around them (one job stays one thread: strictly one file
+ * at a time), never more than there are files. */
+static int batch_threads(int jobs, size_t n)
 {
-	pthread_t *threads = calloc((size_t)jobs, sizeof(*threads));
+	long threads = jobs > 1 ? jobs + (jobs + 1) / 2 : 1;
+
+	if (threads > BATCH_JOBS_MAX + BATCH_JOBS_MAX / 2)
+		threads = BATCH_JOBS_MAX + BATCH_JOBS_MAX / 2;
+	if ((size_t)threads > n)
+		threads = (long)n;
+	return (int)threads;
+}
+
+/* Starts the workers and waits for them; the calling thread is one of
+ * them, so a one-thread batch runs without any other. */
+static int batch_run_threads(struct hs_ctx *ctx, struct batch_run *run, int count)
+{
+	pthread_t *threads = calloc((size_t)count, sizeof(*threads));
 	int started = 0, r = 0;
 
 	if (threads == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	for (; started < jobs - 1; started++) {
+	for (; started < count - 1; started++) {
 		if (pthread_create(&threads[started], NULL, batch_worker, run) != 0)
 			break; /* fewer threads is slower, not wrong */
 	}
@@ -249,7 +265,7 @@ int hs_batch_sign(struct hs_ctx *ctx, struct hs_key *key, struct hs_batch_item *
 {
 	static const struct hs_batch_opts defaults = HS_BATCH_OPTS_INIT;
 	struct batch_run run = {.n = n, .items = items, .key = key, .sign = sign};
-	int r;
+	int jobs, r;
 
 	run.opts = opts != NULL ? opts : &defaults;
 	for (size_t i = 0; i < n; i++) {
@@ -264,7 +280,10 @@ int hs_batch_sign(struct hs_ctx *ctx, struct hs_key *key, struct hs_batch_item *
 		return 0;
 	if (pthread_mutex_init(&run.lock, NULL) != 0)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "cannot create a mutex");
-	r = batch_run_threads(ctx, &run, batch_jobs(run.opts, n));
+	jobs = batch_jobs(run.opts);
+	hs_key_limit_inflight(key, jobs);
+	r = batch_run_threads(ctx, &run, batch_threads(jobs, n));
+	hs_key_limit_inflight(key, 0);
 	pthread_mutex_destroy(&run.lock);
 	return r;
 }

@@ -123,6 +123,19 @@ int hs_out_open(struct hs_ctx *ctx, struct hs_out *o, const char *final_path, mo
 	return 0;
 }
 
+/* Back to writes through the page cache (needed for anything unaligned). */
+static void out_direct_off(struct hs_out *o)
+{
+	if (o->direct)
+		(void)hs_os_set_direct(o->fd, false);
+	o->direct = false;
+}
+
+static bool out_aligned(uint64_t v)
+{
+	return v % HS_OS_DIRECT_ALIGN == 0;
+}
+
 static int out_write_at(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len,
                         uint64_t off)
 {
@@ -131,17 +144,42 @@ static int out_write_at(struct hs_ctx *ctx, struct hs_out *o, const void *buf, s
 	if (hs_fault("write"))
 		return hs_error_set(ctx, HS_ERR_IO, "%s: write failed: injected fault",
 		                    o->final_path);
+	if (o->direct && !(out_aligned((uintptr_t)p) && out_aligned(off) && out_aligned(len)))
+		out_direct_off(o);
 	while (len > 0) {
 		int64_t n = hs_os_pwrite(o->fd, p, len, off);
 
+		if (n < 0 && errno == EINVAL && o->direct) {
+			/* Stricter alignment than ours, or a file system that
+			 * took the flag but not the write: write normally. */
+			out_direct_off(o);
+			continue;
+		}
 		if (n < 0)
 			return hs_error_set(ctx, HS_ERR_IO, "%s: write failed: %s", o->final_path,
 			                    strerror(errno));
 		p += n;
 		len -= (size_t)n;
 		off += (uint64_t)n;
+		if (o->direct && len > 0 && !(out_aligned((uintptr_t)p) && out_aligned(off)))
+			out_direct_off(o);
 	}
 	return 0;
+}
+
+/*
+ * A large output goes to disk at commit anyway (fsync), so caching it
+ * buys nothing, and copying it into page-cache pages the kernel must first
+ * allocate costs more than hashing it (docs/PERFORMANCE.md): from
+ * HS_OUT_DIRECT_MIN on, aligned appends bypass the cache. The fault point
+ * keeps the ordinary path testable and measurable.
+ */
+void hs_out_expect(struct hs_out *o, uint64_t size)
+{
+	if (o->fd < 0 || o->direct || size < HS_OUT_DIRECT_MIN || !out_aligned(o->size) ||
+	    hs_fault("buffered-output"))
+		return;
+	o->direct = hs_os_set_direct(o->fd, true) == 0;
 }
 
 /*
@@ -165,7 +203,10 @@ int hs_out_write(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t l
 
 	if (r == 0) {
 		o->size += len;
-		out_start_writeback(o);
+		if (o->direct)
+			o->flushed = o->size; /* nothing cached to write back */
+		else
+			out_start_writeback(o);
 	}
 	return r;
 }

@@ -5,6 +5,7 @@
 #ifndef HS_FILE_H
 #define HS_FILE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -36,6 +37,7 @@ struct hs_out {
 	char *final_path;
 	uint64_t size;    /* bytes appended so far */
 	uint64_t flushed; /* bytes whose writeback has been started */
+	bool direct;      /* writes bypass the page cache (hs_out_expect) */
 	mode_t mode;
 	/* The input this output is made from, or NULL. If it changed since it
 	 * was opened (another process wrote to it while we hashed or waited
@@ -46,6 +48,12 @@ struct hs_out {
 
 /* Creates a temp file next to final_path that will get `mode`. */
 int hs_out_open(struct hs_ctx *ctx, struct hs_out *o, const char *final_path, mode_t mode);
+/* Tells the output that about `size` bytes will be appended. From
+ * HS_OUT_DIRECT_MIN on, aligned appends then bypass the page cache where
+ * the system allows it (docs/PERFORMANCE.md); any other write switches
+ * back to ordinary writes. Advice only: nothing fails because of it. */
+#define HS_OUT_DIRECT_MIN (64u * 1024 * 1024)
+void hs_out_expect(struct hs_out *o, uint64_t size);
 /* Appends len bytes. */
 int hs_out_write(struct hs_ctx *ctx, struct hs_out *o, const void *buf, size_t len);
 /* Appends n zero bytes. */

@@ -70,6 +70,16 @@ void hs_os_advise_sequential(int fd, uint64_t len);
 /* Start writing [off, off + len) back to disk without waiting for it
  * (Linux sync_file_range), so that a later fsync waits for less. */
 void hs_os_start_writeback(int fd, uint64_t off, uint64_t len);
+/* Writes to fd bypass the page cache (on) or go through it again (off):
+ * Linux O_DIRECT, macOS F_NOCACHE. While on (Linux), every write needs a
+ * buffer, offset and length aligned to HS_OS_DIRECT_ALIGN. 0, or -1 where
+ * the system or the file system does not support it. */
+#define HS_OS_DIRECT_ALIGN 4096
+int hs_os_set_direct(int fd, bool on);
+/* Memory aligned to HS_OS_DIRECT_ALIGN, or NULL; freed with
+ * hs_os_free_aligned() (Windows needs its own free for it). */
+void *hs_os_alloc_aligned(size_t size);
+void hs_os_free_aligned(void *p);
 
 /* What hsmsign needs from stat(). dev/ino identify the file (Windows: the
  * volume serial number and the file index). */

@@ -129,6 +129,37 @@ void hs_os_start_writeback(int fd, uint64_t off, uint64_t len)
 #endif
 }
 
+int hs_os_set_direct(int fd, bool on)
+{
+#if defined(__linux__) && defined(O_DIRECT)
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags < 0)
+		return -1;
+	flags = on ? flags | O_DIRECT : flags & ~O_DIRECT;
+	return fcntl(fd, F_SETFL, flags) == 0 ? 0 : -1;
+#elif defined(F_NOCACHE)
+	return fcntl(fd, F_NOCACHE, on ? 1 : 0) == 0 ? 0 : -1;
+#else
+	(void)fd;
+	(void)on;
+	errno = ENOTSUP;
+	return -1;
+#endif
+}
+
+void *hs_os_alloc_aligned(size_t size)
+{
+	void *p = NULL;
+
+	return posix_memalign(&p, HS_OS_DIRECT_ALIGN, size) == 0 ? p : NULL;
+}
+
+void hs_os_free_aligned(void *p)
+{
+	free(p);
+}
+
 int hs_os_open_read(const char *path)
 {
 	return open(path, O_RDONLY | O_CLOEXEC);

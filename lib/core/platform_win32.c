@@ -222,6 +222,26 @@ void hs_os_start_writeback(int fd, uint64_t off, uint64_t len)
 	(void)len;
 }
 
+int hs_os_set_direct(int fd, bool on)
+{
+	/* FILE_FLAG_NO_BUFFERING is fixed when the file is created; writes go
+	 * through the cache. */
+	(void)fd;
+	(void)on;
+	errno = ENOTSUP;
+	return -1;
+}
+
+void *hs_os_alloc_aligned(size_t size)
+{
+	return _aligned_malloc(size, HS_OS_DIRECT_ALIGN);
+}
+
+void hs_os_free_aligned(void *p)
+{
+	_aligned_free(p);
+}
+
 int hs_os_open_read(const char *path)
 {
 	wchar_t *w = os_wide(path);

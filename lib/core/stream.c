@@ -1,15 +1,16 @@
 /*
  * stream.c - a read/hash pipeline over an input file (stream.h).
  *
- * Up to three threads share a ring of STREAM_SLOTS chunk buffers. The
- * reader reads chunk k into slot k % STREAM_SLOTS once the chunk that used
+ * Up to three threads share a ring of nslots chunk buffers. The
+ * reader reads chunk k into slot k % nslots once the chunk that used
  * the slot before has been hashed and consumed, runs prepare() and
  * publishes it; the writer runs consume() on published chunks, in order;
  * the calling thread hashes them, in order. Reading (a copy out of the
  * page cache) and writing (a copy into it) together cost about as much as
  * hashing, the one step that cannot go faster than one core: on two idle
  * cores the pass takes about as long as (read + write + hash) / 2, on
- * three or more as long as hashing. Without consume() there is no writer;
+ * three or more as long as hashing. Slots are aligned so that a consumer
+ * can write them past the page cache (hs_out_expect). Without consume() there is no writer;
  * if it cannot start, the reader consumes each chunk after publishing it.
  */
 #include <pthread.h>
@@ -17,16 +18,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform.h"
 #include "stream.h"
 
-#define STREAM_SLOTS 4
+/* Four slots keep the threads busy while every copy is in memory. A long
+ * range (whose output bypasses the page cache, file.h hs_out_expect) gets
+ * more, so that the disk's pauses do not stall the reader and with it the
+ * hasher: measured on 1 GiB, 4 slots left the hasher waiting 10-20 % of
+ * the pass, 32 about 1 % (docs/PERFORMANCE.md). Memory: nslots MiB per
+ * file being streamed, whatever its size. */
+#define STREAM_SLOTS      4
+#define STREAM_SLOTS_DEEP 32
+#define STREAM_DEEP_MIN   (64u * HS_IO_CHUNK)
 
 struct stream {
 	const struct hs_file *in;
 	uint64_t end;
 	const struct hs_stream_ops *ops;
 	void *arg;
-	uint8_t *slot[STREAM_SLOTS];
+	uint8_t *slot[STREAM_SLOTS_DEEP];
+	unsigned nslots;
 	bool writer; /* consume() runs on the writer thread */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -108,7 +119,7 @@ static bool stream_wait_slot(struct stream *s, uint64_t k)
 	bool go;
 
 	pthread_mutex_lock(&s->lock);
-	while (!s->stop && k - stream_done(s) >= STREAM_SLOTS)
+	while (!s->stop && k - stream_done(s) >= s->nslots)
 		pthread_cond_wait(&s->cond, &s->lock);
 	go = !s->stop;
 	pthread_mutex_unlock(&s->lock);
@@ -136,7 +147,7 @@ static void *stream_read_thread(void *arg)
 	int r = 0;
 
 	for (; pos < s->end; pos += n, k++) {
-		uint8_t *buf = s->slot[k % STREAM_SLOTS];
+		uint8_t *buf = s->slot[k % s->nslots];
 
 		n = stream_chunk_len(s->end, pos);
 		if (!stream_wait_slot(s, k))
@@ -166,7 +177,7 @@ static void *stream_write_thread(void *arg)
 		n = stream_chunk_len(s->end, pos);
 		if (!stream_wait_chunk(s, k))
 			return NULL;
-		r = s->ops->consume(&s->write_ctx, s->arg, s->slot[k % STREAM_SLOTS], n, pos);
+		r = s->ops->consume(&s->write_ctx, s->arg, s->slot[k % s->nslots], n, pos);
 		stream_post(s, &s->consumed, k + 1, r < 0);
 		if (r < 0) {
 			s->write_r = r;
@@ -188,7 +199,7 @@ static int stream_hash_loop(struct hs_ctx *ctx, struct stream *s)
 		if (!stream_wait_chunk(s, k))
 			break;
 		if (s->ops->hash != NULL)
-			r = s->ops->hash(ctx, s->arg, s->slot[k % STREAM_SLOTS], n, pos);
+			r = s->ops->hash(ctx, s->arg, s->slot[k % s->nslots], n, pos);
 		stream_post(s, &s->hashed, k + 1, r < 0);
 		if (r < 0)
 			break;
@@ -235,8 +246,8 @@ static int stream_threaded(struct hs_ctx *ctx, struct stream *s)
 {
 	int r;
 
-	for (int i = 0; i < STREAM_SLOTS; i++)
-		if ((s->slot[i] = malloc(HS_IO_CHUNK)) == NULL) {
+	for (unsigned i = 0; i < s->nslots; i++)
+		if ((s->slot[i] = hs_os_alloc_aligned(HS_IO_CHUNK)) == NULL) {
 			r = hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 			goto out;
 		}
@@ -253,8 +264,8 @@ static int stream_threaded(struct hs_ctx *ctx, struct stream *s)
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 out:
-	for (int i = 0; i < STREAM_SLOTS; i++)
-		free(s->slot[i]);
+	for (unsigned i = 0; i < s->nslots; i++)
+		hs_os_free_aligned(s->slot[i]);
 	return r;
 }
 
@@ -271,5 +282,6 @@ int hs_stream_file(struct hs_ctx *ctx, const struct hs_file *in, uint64_t end,
 	/* Advice only: larger read-ahead on a cold cache (not worth a system
 	 * call per file in a batch of small ones). */
 	hs_os_advise_sequential(in->fd, end);
+	s.nslots = end >= STREAM_DEEP_MIN ? STREAM_SLOTS_DEEP : STREAM_SLOTS;
 	return stream_threaded(ctx, &s);
 }

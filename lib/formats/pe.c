@@ -579,6 +579,8 @@ static int pe_stream(struct hs_ctx *ctx, const struct pe_state *st, EVP_MD_CTX *
 
 	memset(csum, 0, sizeof(*csum));
 	pe_excluded(st, pass.ex);
+	if (copy != NULL)
+		hs_out_expect(copy, end);
 	if ((r = hs_stream_file(ctx, &st->in, end, &pe_pass_ops, &pass)) < 0)
 		return r;
 	return pe_pad_image(ctx, st, md, copy, end);

@@ -76,6 +76,8 @@ int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_prov
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 	}
 	pthread_mutex_init(&key->sign_lock, NULL);
+	pthread_mutex_init(&key->inflight_lock, NULL);
+	pthread_cond_init(&key->inflight_cond, NULL);
 	key->provider = provider;
 	key->state = state;
 	if ((r = provider->get_chain(ctx, state, &key->chain)) < 0)
@@ -113,6 +115,8 @@ void hs_key_free(struct hs_key *key)
 	free(key->subject);
 	free(key->id);
 	pthread_mutex_destroy(&key->sign_lock);
+	pthread_mutex_destroy(&key->inflight_lock);
+	pthread_cond_destroy(&key->inflight_cond);
 	free(key);
 }
 
@@ -171,16 +175,44 @@ out:
 	return r;
 }
 
+void hs_key_limit_inflight(struct hs_key *key, int n)
+{
+	pthread_mutex_lock(&key->inflight_lock);
+	key->inflight_max = n > 0 ? n : 0;
+	pthread_cond_broadcast(&key->inflight_cond);
+	pthread_mutex_unlock(&key->inflight_lock);
+}
+
+/* Waits for one of the inflight_max places (none when there is no limit). */
+static void key_inflight_enter(struct hs_key *key)
+{
+	pthread_mutex_lock(&key->inflight_lock);
+	while (key->inflight_max > 0 && key->inflight >= key->inflight_max)
+		pthread_cond_wait(&key->inflight_cond, &key->inflight_lock);
+	key->inflight++;
+	pthread_mutex_unlock(&key->inflight_lock);
+}
+
+static void key_inflight_leave(struct hs_key *key)
+{
+	pthread_mutex_lock(&key->inflight_lock);
+	key->inflight--;
+	pthread_cond_signal(&key->inflight_cond);
+	pthread_mutex_unlock(&key->inflight_lock);
+}
+
 int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
                        const uint8_t *digest, size_t digest_len, struct hs_buf *sig)
 {
 	int r;
 
+	key_inflight_enter(key);
 	if (!key->provider->concurrent)
 		pthread_mutex_lock(&key->sign_lock);
 	r = key->provider->sign_digest(ctx, key->state, md, digest, digest_len, sig);
 	if (!key->provider->concurrent)
 		pthread_mutex_unlock(&key->sign_lock);
+	key_inflight_leave(key);
 	if (r < 0)
 		return r;
 	return check_signature(ctx, key, md, digest, digest_len, sig);

@@ -52,6 +52,11 @@ struct hs_key {
 	char *subject;
 	char *id;                  /* hs_key_id() */
 	pthread_mutex_t sign_lock; /* serialises sign_digest unless concurrent */
+	/* At most inflight_max sign_digest calls at once (0: no limit);
+	 * inflight counts them, under inflight_lock. */
+	pthread_mutex_t inflight_lock;
+	pthread_cond_t inflight_cond;
+	int inflight, inflight_max;
 };
 
 /* Wraps provider state into a key and fetches the chain; on failure the
@@ -63,6 +68,11 @@ int hs_key_new(struct hs_ctx *ctx, struct hs_key **out, const struct hs_key_prov
  * certificate's public key before anyone embeds it. */
 int hs_key_sign_digest(struct hs_ctx *ctx, struct hs_key *key, const EVP_MD *md,
                        const uint8_t *digest, size_t digest_len, struct hs_buf *sig);
+
+/* At most n sign requests at once from now on (0: no limit). Batch
+ * signing sets it so that more threads than n can read and write files
+ * while n requests keep a remote key busy. Not while signing. */
+void hs_key_limit_inflight(struct hs_key *key, int n);
 
 /* Borrowed: the signer certificate and the intermediates (may be empty). */
 X509 *hs_key_signer(const struct hs_key *key);

@@ -282,6 +282,9 @@ class TestVaultBatch(EmulatorBatchCase):
         spans = [(e["t"], e["t"] + e["ms"] / 1000.0) for e in self.sign_log()]
         most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
         self.assertGreaterEqual(most, 8, "at most %d sign requests in flight" % most)
+        # 24 worker threads (16 + 8 for file work), but never more than
+        # -mdop sign requests at once.
+        self.assertLessEqual(most, 16, "%d sign requests in flight at -mdop 16" % most)
         with open(self.path("r.json")) as f:
             rep = json.load(f)
         self.assertTrue(rep["key_id"].startswith(self.info["https"] + "/keys/"))

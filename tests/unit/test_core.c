@@ -1,4 +1,7 @@
 /* test_core.c - context errors, buffers, digests and atomic outputs. */
+#ifdef __linux__
+#define _GNU_SOURCE /* O_DIRECT, to probe the file system */
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +18,7 @@
 #include "core/core.h"
 #include "core/codec.h"
 #include "core/file.h"
+#include "core/platform.h"
 
 static void error_first_message_wins(void **state)
 {
@@ -115,6 +120,99 @@ static void out_commit_and_abort(void **state)
 	unlink(path);
 	rmdir(dir);
 	hs_ctx_free(ctx);
+}
+
+/* Writes one output the way a large PE is signed: aligned 1 MiB appends
+ * (past the page cache where the file system allows it), then unaligned
+ * ones and a header patch, which switch back to cached writes. The bytes
+ * on disk are what was written, either way; `buffered` forces the cached
+ * path (fault point). Returns whether direct writes were in use. */
+static bool out_large_roundtrip(const char *dir, bool buffered)
+{
+	const size_t chunk = HS_IO_CHUNK, tail = 5000;
+	const size_t total = 3 * chunk + 100 + chunk + tail;
+	char path[96];
+	struct hs_ctx *ctx;
+	struct hs_out o;
+	uint8_t *want = malloc(total), *got = malloc(total);
+	uint8_t *aligned = hs_os_alloc_aligned(chunk + HS_OS_DIRECT_ALIGN);
+	bool direct;
+	size_t at = 0;
+	FILE *f;
+
+	assert_non_null(want);
+	assert_non_null(got);
+	assert_non_null(aligned);
+	for (size_t i = 0; i < total; i++)
+		want[i] = (uint8_t)(i * 7 + i / 4096);
+	snprintf(path, sizeof(path), "%s/large.bin", dir);
+	if (buffered)
+		setenv("HSMSIGN_FAULT", "buffered-output", 1);
+	assert_int_equal(hs_ctx_new(&ctx), 0);
+	assert_int_equal(hs_out_open(ctx, &o, path, 0644), 0);
+	hs_out_expect(&o, HS_OUT_DIRECT_MIN);
+	direct = o.direct;
+	for (int i = 0; i < 3; i++, at += chunk) {
+		memcpy(aligned, want + at, chunk);
+		assert_int_equal(hs_out_write(ctx, &o, aligned, chunk), 0);
+	}
+	assert_int_equal(o.direct, direct);
+	assert_int_equal(hs_out_write(ctx, &o, want + at, 100), 0);
+	at += 100;
+	assert_false(o.direct); /* unaligned: back to the page cache */
+	memcpy(aligned, want + at, chunk);
+	assert_int_equal(hs_out_write(ctx, &o, aligned, chunk), 0);
+	at += chunk;
+	assert_int_equal(hs_out_write(ctx, &o, want + at, tail), 0);
+	memcpy(want + 300, "HEADER", 6);
+	assert_int_equal(hs_out_pwrite(ctx, &o, "HEADER", 6, 300), 0);
+	assert_int_equal(hs_out_commit(ctx, &o), 0);
+	hs_out_abort(&o);
+	unsetenv("HSMSIGN_FAULT");
+
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	assert_int_equal(fread(got, 1, total, f), total);
+	assert_int_equal(fgetc(f), EOF);
+	fclose(f);
+	assert_memory_equal(got, want, total);
+	unlink(path);
+	hs_os_free_aligned(aligned);
+	free(want);
+	free(got);
+	hs_ctx_free(ctx);
+	return direct;
+}
+
+/* hs_out_expect(): large outputs bypass the page cache where the file
+ * system supports it, and the content is the same on both paths. */
+static void out_direct_writes(void **state)
+{
+	char dir[] = "/tmp/hs-test-XXXXXX", probe[64];
+	bool supported = false;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+#if defined(__linux__) && defined(O_DIRECT)
+	/* Does this file system take O_DIRECT at all? Then hs_out must use it. */
+	snprintf(probe, sizeof(probe), "%s/probe", dir);
+	fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0600);
+	supported = fd >= 0;
+	if (fd >= 0)
+		close(fd);
+	unlink(probe);
+#else
+	(void)probe;
+	(void)fd;
+#endif
+	print_message("O_DIRECT on %s: %s\n", dir, supported ? "yes" : "no");
+	assert_int_equal(out_large_roundtrip(dir, false), supported);
+	setenv("HSMSIGN_FAULT", "sign", 1);
+	if (hs_fault("sign")) /* fault points compiled in */
+		assert_false(out_large_roundtrip(dir, true));
+	unsetenv("HSMSIGN_FAULT");
+	rmdir(dir);
 }
 
 static void pread_is_bounded(void **state)
@@ -226,6 +324,7 @@ int main(void)
 	        cmocka_unit_test(buf_grows_and_detaches),
 	        cmocka_unit_test(digest_names),
 	        cmocka_unit_test(out_commit_and_abort),
+	        cmocka_unit_test(out_direct_writes),
 	        cmocka_unit_test(pread_is_bounded),
 	        cmocka_unit_test(base64_vectors),
 	};
