@@ -30,11 +30,26 @@
 /* Most connections kept open in the shared cache (about one per thread in flight). */
 #define HTTP_MAX_CONNECTS 256
 
+/* A transfer handed to the engine thread, on the submitting thread's stack. */
+struct http_job {
+	CURL *curl;
+	CURLcode rc;
+	bool done;
+	pthread_cond_t cond; /* signalled under engine_lock when done */
+	struct http_job *next;
+};
+
 /*
  * A client may be used by many threads at once: each request borrows an
- * easy handle from the pool, and all handles share one connection cache,
- * TLS session cache and DNS cache through a share handle, so concurrent
- * requests reuse each other's connections.
+ * easy handle from the pool and hands it to the engine, one thread that
+ * drives every transfer of this client through one libcurl multi handle.
+ * The multi handle's connection cache is what lets concurrent requests
+ * reuse each other's connections and, when the server speaks HTTP/2, be
+ * streams of one connection instead of one TLS connection per thread in
+ * flight (docs/PERFORMANCE.md). TLS sessions and DNS answers are shared
+ * through a share handle. The engine starts with the first request; if
+ * its thread cannot start, each request runs on its own thread as before
+ * (curl_easy_perform), which is slower, not wrong.
  */
 struct hs_http {
 	pthread_mutex_t pool_lock;
@@ -42,7 +57,13 @@ struct hs_http {
 	int n_idle;
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
-	unsigned long requests; /* attempts sent, under pool_lock */
+	pthread_mutex_t engine_lock; /* the fields below */
+	CURLM *multi;
+	pthread_t engine;
+	int engine_state; /* 0: not started, 1: running, -1: cannot start */
+	bool engine_stop;
+	struct http_job *pending, **pending_tail; /* submitted, not yet added */
+	unsigned long requests;                   /* attempts sent, under pool_lock */
 	char *ca_file;
 	char *user_agent;
 	char *no_proxy; /* NO_PROXY plus the local hosts (tests, managed identity) */
@@ -128,7 +149,8 @@ static void http_share_unlock(CURL *handle, curl_lock_data data, void *userptr)
 	pthread_mutex_unlock(&http->share_locks[data]);
 }
 
-/* Connections, TLS sessions and DNS answers shared by the pool's handles. */
+/* TLS sessions and DNS answers shared by the pool's handles (connections
+ * live in the engine's multi handle). */
 static CURLSH *http_share_new(struct hs_http *http)
 {
 	CURLSH *sh = curl_share_init();
@@ -140,8 +162,152 @@ static CURLSH *http_share_new(struct hs_http *http)
 	curl_share_setopt(sh, CURLSHOPT_USERDATA, http);
 	curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
 	curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-	curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 	return sh;
+}
+
+/* Engine thread: called under engine_lock when a transfer is over. */
+static void http_job_finish(struct http_job *job, CURLcode rc)
+{
+	job->rc = rc;
+	job->done = true;
+	pthread_cond_signal(&job->cond);
+}
+
+/* Adds the submitted transfers to the multi handle. */
+static void http_engine_take_pending(struct hs_http *http)
+{
+	struct http_job *job, *next;
+
+	pthread_mutex_lock(&http->engine_lock);
+	job = http->pending;
+	http->pending = NULL;
+	http->pending_tail = &http->pending;
+	pthread_mutex_unlock(&http->engine_lock);
+	for (; job != NULL; job = next) {
+		next = job->next;
+		curl_easy_setopt(job->curl, CURLOPT_PRIVATE, job);
+		if (curl_multi_add_handle(http->multi, job->curl) != CURLM_OK) {
+			pthread_mutex_lock(&http->engine_lock);
+			http_job_finish(job, CURLE_OUT_OF_MEMORY);
+			pthread_mutex_unlock(&http->engine_lock);
+		}
+	}
+}
+
+/* Hands finished transfers back to their threads. */
+static void http_engine_reap(struct hs_http *http)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(http->multi, &left)) != NULL) {
+		CURL *curl = msg->easy_handle;
+		CURLcode rc = msg->data.result;
+		struct http_job *job = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(curl, CURLINFO_PRIVATE, (char **)&job);
+		curl_multi_remove_handle(http->multi, curl); /* msg is invalid now */
+		pthread_mutex_lock(&http->engine_lock);
+		http_job_finish(job, rc);
+		pthread_mutex_unlock(&http->engine_lock);
+	}
+}
+
+static void *http_engine_main(void *arg)
+{
+	struct hs_http *http = arg;
+	int running = 0;
+
+	for (;;) {
+		bool stop;
+
+		pthread_mutex_lock(&http->engine_lock);
+		stop = http->engine_stop && http->pending == NULL && running == 0;
+		pthread_mutex_unlock(&http->engine_lock);
+		if (stop)
+			break;
+		http_engine_take_pending(http);
+		curl_multi_perform(http->multi, &running);
+		http_engine_reap(http);
+		/* Sleeps until a socket is ready, a timeout is due, or a thread
+		 * submits a transfer (curl_multi_wakeup). */
+		curl_multi_poll(http->multi, NULL, 0, 1000, NULL);
+	}
+	return NULL;
+}
+
+/* Starts the engine once; false if it cannot run (then requests run on
+ * their own threads). */
+static bool http_engine_start(struct hs_http *http)
+{
+	bool running;
+
+	pthread_mutex_lock(&http->engine_lock);
+	if (http->engine_state == 0) {
+		http->engine_state = -1;
+		http->multi = curl_multi_init();
+		if (http->multi != NULL) {
+			curl_multi_setopt(http->multi, CURLMOPT_PIPELINING,
+			                  (long)CURLPIPE_MULTIPLEX);
+			/* Idle connections kept: about one per request in flight
+			 * with HTTP/1.1 servers (libcurl's default is 4 per handle
+			 * added, which is about that too, but bounded here). */
+			curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS,
+			                  (long)HTTP_MAX_CONNECTS);
+			if (pthread_create(&http->engine, NULL, http_engine_main, http) == 0)
+				http->engine_state = 1;
+		}
+		if (http->engine_state < 0 && http->multi != NULL) {
+			curl_multi_cleanup(http->multi);
+			http->multi = NULL;
+		}
+	}
+	running = http->engine_state > 0;
+	pthread_mutex_unlock(&http->engine_lock);
+	return running;
+}
+
+/* Runs one transfer: on the engine, waiting for it, or right here. */
+static CURLcode http_perform(struct hs_http *http, CURL *curl)
+{
+	struct http_job job = {.curl = curl};
+	CURLcode rc;
+
+	if (!http_engine_start(http) || pthread_cond_init(&job.cond, NULL) != 0)
+		return curl_easy_perform(curl);
+	pthread_mutex_lock(&http->engine_lock);
+	*http->pending_tail = &job;
+	http->pending_tail = &job.next;
+	pthread_mutex_unlock(&http->engine_lock);
+	curl_multi_wakeup(http->multi);
+	pthread_mutex_lock(&http->engine_lock);
+	while (!job.done)
+		pthread_cond_wait(&job.cond, &http->engine_lock);
+	rc = job.rc;
+	pthread_mutex_unlock(&http->engine_lock);
+	pthread_cond_destroy(&job.cond);
+	return rc;
+}
+
+/* Stops the engine; every transfer has finished (the client is being
+ * freed, so no thread is using it). */
+static void http_engine_stop(struct hs_http *http)
+{
+	bool running;
+
+	pthread_mutex_lock(&http->engine_lock);
+	running = http->engine_state > 0;
+	http->engine_stop = true;
+	pthread_mutex_unlock(&http->engine_lock);
+	if (running) {
+		curl_multi_wakeup(http->multi);
+		pthread_join(http->engine, NULL);
+	}
+	if (http->multi != NULL)
+		curl_multi_cleanup(http->multi);
+	http->multi = NULL;
 }
 
 /* Borrows an easy handle (a new one when none is idle); NULL: no memory. */
@@ -214,6 +380,8 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 	http->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "hsmsign/" HS_VERSION);
 	http->no_proxy = http_no_proxy();
 	pthread_mutex_init(&http->pool_lock, NULL);
+	pthread_mutex_init(&http->engine_lock, NULL);
+	http->pending_tail = &http->pending;
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&http->share_locks[i], NULL);
 	http->share = http_share_new(http);
@@ -239,12 +407,14 @@ void hs_http_free(struct hs_http *http)
 {
 	if (http == NULL)
 		return;
+	http_engine_stop(http);
 	/* Handles go before the share handle they use. */
 	while (http->n_idle > 0)
 		curl_easy_cleanup(http->idle[--http->n_idle]);
 	if (http->share != NULL)
 		curl_share_cleanup(http->share);
 	pthread_mutex_destroy(&http->pool_lock);
+	pthread_mutex_destroy(&http->engine_lock);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&http->share_locks[i]);
 	free(http->ca_file);
@@ -492,10 +662,14 @@ static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
 	pthread_mutex_unlock(&http->pool_lock);
 	curl_easy_reset(curl);
 	curl_easy_setopt(curl, CURLOPT_SHARE, http->share);
-	/* Idle connections the shared cache keeps: libcurl's default (5) made
-	 * every thread beyond the fifth close a connection as it finished, so
-	 * a batch opened one TLS connection per request (docs/PERFORMANCE.md). */
+	/* Without the engine, the handle's own connection cache: bounded the
+	 * same way (libcurl's default of 5 once made a batch open one TLS
+	 * connection per request, docs/PERFORMANCE.md). */
 	curl_easy_setopt(curl, CURLOPT_MAXCONNECTS, (long)HTTP_MAX_CONNECTS);
+	/* Concurrent requests to one server wait for the first connection to
+	 * say whether it multiplexes (HTTP/2) rather than each opening its
+	 * own; with HTTP/1.1 they then open their own. */
+	curl_easy_setopt(curl, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(curl, CURLOPT_URL, req->url);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
@@ -520,7 +694,7 @@ static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, at->errbuf);
 	http_set_method(curl, req);
 	at->errbuf[0] = '\0';
-	rc = curl_easy_perform(curl);
+	rc = http_perform(http, curl);
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &at->resp->status);
 	/* The error buffer belongs to this frame's caller: detach it. */
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);

@@ -7,10 +7,12 @@ place: HsTestCase.copy() puts a copy into a per-test temporary directory.
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import tempfile
+import time
 import unittest
 
 import pefile
@@ -323,6 +325,83 @@ def pe_checksum_ok(data):
         return pe.OPTIONAL_HEADER.CheckSum == pe.generate_checksum()
     finally:
         pe.close()
+
+
+# -------------------------------------------------------------------- nginx
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    log_format test '{log_format}';
+    access_log {prefix}/access.log test;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+{http}
+}}
+"""
+
+
+class Nginx:
+    """Debian's nginx (scripts/bootstrap installs it), run by a test in the
+    foreground with its own prefix in the test's tmp directory, one worker
+    and the current user. http: the body of the http block, a str.format
+    template with {prefix} and {port} (a free loopback port chosen here, the
+    one to listen on) and any other fields given as keyword arguments.
+    log_format: what the access log records per request (see access()).
+    Stop it with stop() (addCleanup)."""
+
+    def __init__(self, test, http, log_format="$request_method $uri $status", **fields):
+        self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        test.assertTrue(os.path.exists(self.nginx), "nginx is required (scripts/bootstrap)")
+        self.prefix = test.path("nginx")
+        os.makedirs(os.path.join(self.prefix, "tmp"))
+        self.port = free_port()
+        fields.update(prefix=self.prefix, port=self.port)
+        conf = os.path.join(self.prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(
+                http=http.format(**fields), prefix=self.prefix, log_format=log_format,
+                # As root, workers would switch to "nobody"; keep them ours.
+                user="user root root;" if os.geteuid() == 0 else ""))
+        self.proc = subprocess.Popen([self.nginx, "-p", self.prefix, "-c", conf, "-e",
+                                      os.path.join(self.prefix, "error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while not os.path.exists(os.path.join(self.prefix, "nginx.pid")):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise AssertionError("nginx did not start: " + self.errors())
+            time.sleep(0.05)
+
+    def url(self, scheme="http"):
+        return "%s://127.0.0.1:%d" % (scheme, self.port)
+
+    def errors(self):
+        p = os.path.join(self.prefix, "error.log")
+        return open(p).read() if os.path.exists(p) else ""
+
+    def access(self):
+        """The access log's lines, one per request as it ends (log_format)."""
+        with open(os.path.join(self.prefix, "access.log")) as f:
+            return f.read().splitlines()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 # ------------------------------------------------------------------- tests

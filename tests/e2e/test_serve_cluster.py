@@ -12,7 +12,6 @@ every file verifies with osslsigncode. Both instances' audit logs together
 hold a successful signature for every file.
 """
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -23,23 +22,8 @@ from test_serve import TOKEN, Server, ServeTestCase, base_config, file_key, free
 
 N_FILES = 40
 
-NGINX_CONF = """
-daemon off;
-master_process on;
-worker_processes 1;
-{user}
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    log_format upstreams '$request_method $uri $status up=$upstream_addr '
-                         'ups=$upstream_status';
-    access_log {prefix}/access.log upstreams;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
+# The http block of nginx's configuration (hslib.Nginx adds the rest).
+NGINX_HTTP = """
     upstream hsmsign {{
         server 127.0.0.1:{port_a} max_fails=1 fail_timeout=60s;
         server 127.0.0.1:{port_b} max_fails=1 fail_timeout=60s;
@@ -61,49 +45,8 @@ http {{
             proxy_read_timeout 60s;
         }}
     }}
-}}
 """
-
-
-class Nginx:
-    def __init__(self, test, port_a, port_b):
-        self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        test.assertTrue(os.path.exists(self.nginx), "nginx is required (scripts/bootstrap)")
-        self.prefix = test.path("nginx")
-        os.makedirs(os.path.join(self.prefix, "tmp"))
-        self.port = free_port()
-        conf = os.path.join(self.prefix, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(
-                prefix=self.prefix, port=self.port, port_a=port_a, port_b=port_b,
-                # As root, workers would switch to "nobody"; keep them ours.
-                user="user root root;" if os.geteuid() == 0 else ""))
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.proc = subprocess.Popen([self.nginx, "-p", self.prefix, "-c", conf, "-e",
-                                      os.path.join(self.prefix, "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
-        while not os.path.exists(os.path.join(self.prefix, "nginx.pid")):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise AssertionError("nginx did not start: " + self.errors())
-            time.sleep(0.05)
-
-    def errors(self):
-        p = os.path.join(self.prefix, "error.log")
-        return open(p).read() if os.path.exists(p) else ""
-
-    def access(self):
-        with open(os.path.join(self.prefix, "access.log")) as f:
-            return f.read().splitlines()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+LOG_FORMAT = "$request_method $uri $status up=$upstream_addr ups=$upstream_status"
 
 
 class ClusterTest(ServeTestCase):
@@ -133,13 +76,13 @@ class ClusterTest(ServeTestCase):
     def test_instance_killed_mid_batch(self):
         a, audit_a = self.instance("a")
         b, audit_b = self.instance("b")
-        proxy = Nginx(self, a.port, b.port)
+        proxy = hslib.Nginx(self, NGINX_HTTP, LOG_FORMAT, port_a=a.port, port_b=b.port)
         self.addCleanup(proxy.stop)
 
         files = [self.copy("hello64.exe", "app%02d.exe" % i) for i in range(N_FILES)]
         env = dict(os.environ, HS_SERVE_TOKEN=TOKEN)
         batch = subprocess.Popen(
-            [hslib.HSMSIGN, "sign", "-kvu", proxy.url, "-kvc", "codesign",
+            [hslib.HSMSIGN, "sign", "-kvu", proxy.url(), "-kvc", "codesign",
              "-kva", "env:HS_SERVE_TOKEN", "-fd", "sha256", "-mdop", "8", *files],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.addCleanup(lambda: batch.poll() is None and batch.kill())
