@@ -439,9 +439,12 @@ static void *kr_worker(void *arg)
 		job->sign_ms = (double)(serve_now_us() - t0) / 1000.0;
 		job->finish(job); /* may free job */
 
+		/* No wakeup here: idle workers wait for a job (submit signals
+		 * one) or for the stop, never for this count. A broadcast here
+		 * woke every idle worker after every signature, which cost
+		 * more CPU than signing (docs/PERFORMANCE.md). */
 		pthread_mutex_lock(&k->lock);
 		k->running--;
-		pthread_cond_broadcast(&k->cond);
 		pthread_mutex_unlock(&k->lock);
 	}
 	hs_ctx_free(ctx);
