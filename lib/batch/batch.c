@@ -174,7 +174,9 @@ static struct hs_batch_item *batch_take(struct batch_run *run)
 	struct hs_batch_item *item = NULL;
 
 	pthread_mutex_lock(&run->lock);
-	if (run->opts->cancel != NULL && *run->opts->cancel)
+	/* Set by a signal handler, possibly on another thread: an atomic
+	 * load (the handler stores atomically too, platform_posix.c). */
+	if (run->opts->cancel != NULL && __atomic_load_n(run->opts->cancel, __ATOMIC_RELAXED))
 		run->stop = true;
 	if (!run->stop && run->next < run->n)
 		item = &run->items[run->next++];

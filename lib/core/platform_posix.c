@@ -573,9 +573,14 @@ static struct sigaction os_old_int, os_old_term;
 
 static void os_on_signal(int sig)
 {
+	int saved = errno;
+
 	(void)sig;
+	/* An atomic store: the flag is read by other threads (a plain
+	 * sig_atomic_t is only safe within one thread; ThreadSanitizer). */
 	if (os_interrupt_flag != NULL)
-		*os_interrupt_flag = 1;
+		__atomic_store_n(os_interrupt_flag, 1, __ATOMIC_RELAXED);
+	errno = saved;
 }
 
 void hs_os_on_interrupt(volatile sig_atomic_t *flag)

@@ -1017,7 +1017,7 @@ static BOOL WINAPI os_on_ctrl(DWORD type)
 		return FALSE;
 	if (os_interrupt_flag == NULL || InterlockedExchange(&os_interrupted, 1) != 0)
 		return FALSE;
-	*os_interrupt_flag = 1;
+	__atomic_store_n(os_interrupt_flag, 1, __ATOMIC_RELAXED); /* read by other threads */
 	return TRUE;
 }
 
