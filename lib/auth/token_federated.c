@@ -82,16 +82,23 @@ const struct hs_token_source_ops hs_source_workload = {
         .free = fed_free,
 };
 
+/* Both GitHub credentials need the job's OIDC request URL and token;
+ * hs_auth_not_configured() with this (credential name) when they lack them. */
+#define GITHUB_ENV_MISSING                                                                         \
+	"credential '%s' needs ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN "   \
+	"(permissions: id-token: write)"
+
+static bool github_env_set(const struct hs_auth_cfg *cfg)
+{
+	return cfg->gh_request_url != NULL && cfg->gh_request_token != NULL;
+}
+
 static int github_create(struct hs_ctx *ctx, const struct hs_auth_cfg *cfg, bool in_chain,
                          struct hs_token_source **out)
 {
 	*out = NULL;
-	if (cfg->gh_request_url == NULL || cfg->gh_request_token == NULL)
-		return hs_auth_not_configured(ctx, in_chain,
-		                              "credential 'github-oidc' needs "
-		                              "ACTIONS_ID_TOKEN_REQUEST_URL and "
-		                              "ACTIONS_ID_TOKEN_REQUEST_TOKEN (permissions: "
-		                              "id-token: write)");
+	if (!github_env_set(cfg))
+		return hs_auth_not_configured(ctx, in_chain, GITHUB_ENV_MISSING, "github-oidc");
 	if (cfg->client_id == NULL)
 		return hs_auth_not_configured(ctx, in_chain,
 		                              "credential 'github-oidc' needs a client ID (-kvi or "
@@ -186,12 +193,9 @@ static int github_bearer_create(struct hs_ctx *ctx, const struct hs_auth_cfg *cf
                                 struct hs_token_source **out)
 {
 	*out = NULL;
-	if (cfg->gh_request_url == NULL || cfg->gh_request_token == NULL)
-		return hs_auth_not_configured(ctx, in_chain,
-		                              "credential 'github-oidc-bearer' needs "
-		                              "ACTIONS_ID_TOKEN_REQUEST_URL and "
-		                              "ACTIONS_ID_TOKEN_REQUEST_TOKEN (permissions: "
-		                              "id-token: write)");
+	if (!github_env_set(cfg))
+		return hs_auth_not_configured(ctx, in_chain, GITHUB_ENV_MISSING,
+		                              "github-oidc-bearer");
 	*out = hs_auth_source_alloc(sizeof(struct hs_token_source), &hs_source_github_bearer, cfg,
 	                            in_chain);
 	return *out ? 0 : hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");

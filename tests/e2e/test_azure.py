@@ -19,7 +19,7 @@ from hslib import (HSMSIGN, HsTestCase, free_port, lines, osslsigncode_verify, r
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "servers"))
-from emu_client import Emulator  # noqa: E402
+from emu_client import SharedEmulator  # noqa: E402
 
 SECRET_ID = "11111111-1111-1111-1111-111111111111"
 CERT_ID = "22222222-2222-2222-2222-222222222222"
@@ -46,26 +46,7 @@ def read(path):
         return f.read().strip()
 
 
-class AzureCase(HsTestCase):
-    MODE = "vault"
-    CONFIG = None
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = Emulator(mode=cls.MODE, config=cls.CONFIG)
-        cls.emu.__enter__()
-        cls.info = cls.emu.info
-        cls.state = os.path.dirname(cls.info["tls_ca"])
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        self.emu.reset()
-
+class AzureCase(SharedEmulator, HsTestCase):
     def env(self, **extra):
         """A clean environment: nothing from the host, everything local."""
         env = {k: "" for k in SCRUB}

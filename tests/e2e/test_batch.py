@@ -12,12 +12,12 @@ import sys
 import time
 import unittest
 
-from hslib import (HSMSIGN, PE_DIR, ROOT_CA, UNSIGNED_PE, HsTestCase, key_args,
+from hslib import (HSMSIGN, ROOT_CA, UNSIGNED_PE, HsTestCase, key_args,
                    lines, osslsigncode_verify, read, run, sha256_file)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "servers"))
-from emu_client import Emulator  # noqa: E402
+from emu_client import SharedEmulator  # noqa: E402
 from tsa_client import Tsa  # noqa: E402
 
 SECRET_ID = "11111111-1111-1111-1111-111111111111"
@@ -231,23 +231,7 @@ class TestTimestampBatch(BatchCase):
             self.assertIn(b"timestamp", v.stdout.lower() + v.stderr.lower())
 
 
-class EmulatorBatchCase(BatchCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = Emulator(mode="vault")
-        cls.emu.__enter__()
-        cls.info = cls.emu.info
-        cls.state = os.path.dirname(cls.info["tls_ca"])
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        self.emu.reset()
-
+class EmulatorBatchCase(SharedEmulator, BatchCase):
     def env(self):
         env = {k: "" for k in SCRUB}
         env.update({"AZURE_AUTHORITY_HOST": self.info["https"],

@@ -24,7 +24,7 @@ SERVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
 if SERVERS not in sys.path:
     sys.path.insert(0, SERVERS)
 
-from emu_client import Emulator  # noqa: E402
+from emu_client import SharedEmulator  # noqa: E402
 from tsa_client import Tsa  # noqa: E402
 import test_aws  # noqa: E402  (emulator configs and credentials)
 import test_gcp  # noqa: E402
@@ -224,24 +224,8 @@ def add_table(cls):
 AZURE_SCRUB = ("AZURE_", "ACTIONS_", "IDENTITY_", "IMDS_", "MSI_")
 
 
-class AzureFaultCase(FaultCase):
+class AzureFaultCase(SharedEmulator, FaultCase):
     """One azure_emu.py (in MODE) for the class."""
-
-    MODE = "vault"
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = Emulator(mode=cls.MODE).__enter__()
-        cls.info = cls.emu.info
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        self.emu.reset()
 
     def ca(self):
         return self.info["root"]

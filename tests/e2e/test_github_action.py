@@ -15,7 +15,7 @@ from hslib import HSMSIGN, HsTestCase, osslsigncode_verify, run
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "servers"))
-from emu_client import Emulator  # noqa: E402
+from emu_client import SharedEmulator  # noqa: E402
 
 ACTION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                       "action.yml")
@@ -28,22 +28,13 @@ def load_action():
         return yaml.safe_load(f)
 
 
-class ActionTest(HsTestCase):
+class ActionTest(SharedEmulator, HsTestCase):
+    CONFIG = {"keys": ["codesign-rsa2048"]}
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.action = load_action()
-        cls.emu = Emulator(config={"keys": ["codesign-rsa2048"]})
-        cls.emu.__enter__()
-        cls.info = cls.emu.info
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        self.emu.reset()
 
     def step(self, name):
         for s in self.action["runs"]["steps"]:

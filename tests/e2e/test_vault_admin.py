@@ -21,7 +21,7 @@ from hslib import (HSMSIGN, HsTestCase, ROOT_CA, lines, osslsigncode_verify, pki
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                 "servers"))
-from emu_client import Emulator  # noqa: E402
+from emu_client import SharedEmulator  # noqa: E402
 
 SECRET_ID = "11111111-1111-1111-1111-111111111111"
 NOSIGN_ID = "55555555-5555-5555-5555-555555555555"
@@ -66,28 +66,15 @@ def issue(public_key, subject, eku=True):
     return b.sign(load_pem_key(pki("intermediate.key")), hashes.SHA256())
 
 
-class VaultCase(HsTestCase):
+class VaultCase(SharedEmulator, HsTestCase):
     """One emulator per class; the CA-side helpers."""
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.emu = Emulator(config={
-            "keys": ["codesign-rsa2048"],
-            "identities": [
-                {"client_id": SECRET_ID, "actions": ADMIN_ACTIONS},
-                {"client_id": SIGNER_ID, "name": "signer", "secret": SIGNER_SECRET,
-                 "actions": SIGNER_ACTIONS}]})
-        cls.emu.__enter__()
-        cls.info = cls.emu.info
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.emu.__exit__(None, None, None)
-
-    def setUp(self):
-        super().setUp()
-        self.emu.reset()
+    CONFIG = {
+        "keys": ["codesign-rsa2048"],
+        "identities": [
+            {"client_id": SECRET_ID, "actions": ADMIN_ACTIONS},
+            {"client_id": SIGNER_ID, "name": "signer", "secret": SIGNER_SECRET,
+             "actions": SIGNER_ACTIONS}]}
 
     def env(self):
         env = {k: "" for k in SCRUB}

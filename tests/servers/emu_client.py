@@ -285,3 +285,28 @@ class Emulator:
 
 def b64url_decode(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SharedEmulator:
+    """unittest mixin: one Emulator for the test class (MODE, CONFIG),
+    reset before each test; sets emu, info and state (its state dir).
+    Put it before the TestCase base: class T(SharedEmulator, HsTestCase)."""
+
+    MODE = "vault"
+    CONFIG = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.emu = Emulator(mode=cls.MODE, config=cls.CONFIG).__enter__()
+        cls.info = cls.emu.info
+        cls.state = os.path.dirname(cls.info["tls_ca"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.emu.__exit__(None, None, None)
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.emu.reset()

@@ -55,18 +55,24 @@ static json_t *config(const char *limits_json)
 	return root;
 }
 
-static struct hs_serve *service(const char *limits_json)
+/* A service from a parsed configuration (consumed). */
+static struct hs_serve *service_from(json_t *root)
 {
 	struct hs_serve *s = NULL;
 	struct hs_ctx *ctx;
-	json_t *root = config(limits_json);
 
+	assert_non_null(root);
 	assert_int_equal(hs_ctx_new(&ctx), 0);
 	if (hs_serve_new_json(ctx, root, NULL, NULL, NULL, &s) < 0)
 		fail_msg("hs_serve_new_json: %s", hs_ctx_message(ctx));
 	json_decref(root);
 	hs_ctx_free(ctx);
 	return s;
+}
+
+static struct hs_serve *service(const char *limits_json)
+{
+	return service_from(config(limits_json));
 }
 
 struct call {
@@ -388,9 +394,6 @@ static void test_limits(void **state)
 static struct hs_serve *service_one(const char *leaf, int trust_proxy)
 {
 	char conf[2048], key[64], chain[64];
-	struct hs_serve *s = NULL;
-	struct hs_ctx *ctx;
-	json_t *root;
 
 	snprintf(key, sizeof(key), "%s.key", leaf);
 	snprintf(chain, sizeof(chain), "%s-chain.pem", leaf);
@@ -400,14 +403,7 @@ static struct hs_serve *service_one(const char *leaf, int trust_proxy)
 	         "\"keys\":{\"k\":{\"provider\":\"file\",\"key\":\"%s\","
 	         "\"certificates\":[\"%s\"],\"allow\":[{\"api_token\":\"ci\"}]}}}",
 	         trust_proxy ? "true" : "false", token_sha256, fx(key), fx(chain));
-	root = json_loads(conf, 0, NULL);
-	assert_non_null(root);
-	assert_int_equal(hs_ctx_new(&ctx), 0);
-	if (hs_serve_new_json(ctx, root, NULL, NULL, NULL, &s) < 0)
-		fail_msg("hs_serve_new_json: %s", hs_ctx_message(ctx));
-	json_decref(root);
-	hs_ctx_free(ctx);
-	return s;
+	return service_from(json_loads(conf, 0, NULL));
 }
 
 static void test_proxy_health_names(void **state)

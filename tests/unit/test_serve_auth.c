@@ -264,6 +264,16 @@ static void expect_refused(struct fx *f, const char *token, const char *reason)
 	assert_null(id.claims);
 }
 
+/* Accepted, and the JWKS server has answered `reqs` requests so far. */
+static void expect_accepted(struct fx *f, const char *token, size_t reqs)
+{
+	struct hs_identity id;
+
+	assert_int_equal(check(f, token, &id), 0);
+	hs_identity_clear(&id);
+	assert_int_equal(f->srv->n_reqs, reqs);
+}
+
 /* ---- OIDC ---- */
 
 static void good_tokens(void **state)
@@ -421,16 +431,13 @@ static void kid_rotation_and_refetch_limit(void **state)
 	struct fx f;
 	char *v1 = jwks(rsa1, "k1", NULL, NULL), *v2 = jwks(rsa1, "k1", rsa2, "k2");
 	const char *bodies[] = {v1, v1, v2};
-	struct hs_identity id;
 	char *t1, *t2;
 
 	fake_now = 1700000000;
 	fx_start(&f, NULL, bodies, NULL, 3);
 	t1 = mint(rsa1, "RS256", "k1", ISS, "\"hsmsign\"", 3000, -5, NULL);
 	t2 = mint(rsa2, "RS256", "k2", ISS, "\"hsmsign\"", 3000, -5, NULL);
-	assert_int_equal(check(&f, t1, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 1);
+	expect_accepted(&f, t1, 1);
 	/* Unknown kid right after a fetch: no refetch within 60 s. */
 	fake_now += 30;
 	expect_refused(&f, t2, "signing key 'k2' not found");
@@ -445,12 +452,8 @@ static void kid_rotation_and_refetch_limit(void **state)
 	assert_int_equal(f.srv->n_reqs, 2);
 	/* The issuer rotated: the next allowed refetch finds k2. */
 	fake_now += 60;
-	assert_int_equal(check(&f, t2, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 3);
-	assert_int_equal(check(&f, t1, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 3);
+	expect_accepted(&f, t2, 3);
+	expect_accepted(&f, t1, 3);
 	fx_stop(&f);
 	fake_now = (int64_t)time(NULL);
 	free(v1);
@@ -484,25 +487,17 @@ static void max_age_and_fetch_failures(void **state)
 	assert_non_null(strstr(hs_ctx_message(f.ctx), "unavailable"));
 	assert_int_equal(f.srv->n_reqs, 1);
 	fake_now += 6;
-	assert_int_equal(check(&f, t1, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 2);
+	expect_accepted(&f, t1, 2);
 	/* After max-age: refetched; a broken answer keeps the cached keys. */
 	fake_now += 121;
-	assert_int_equal(check(&f, t1, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 3);
+	expect_accepted(&f, t1, 3);
 	assert_non_null(strstr(log_text, "keeping cached JWKS"));
 	/* Not retried for 60 s while the cached keys serve... */
 	fake_now += 30;
-	assert_int_equal(check(&f, t1, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 3);
+	expect_accepted(&f, t1, 3);
 	/* ...then the next refresh replaces them. */
 	fake_now += 31;
-	assert_int_equal(check(&f, t2, &id), 0);
-	hs_identity_clear(&id);
-	assert_int_equal(f.srv->n_reqs, 4);
+	expect_accepted(&f, t2, 4);
 	expect_refused(&f, t1, "signing key 'k1' not found");
 	fx_stop(&f);
 	fake_now = (int64_t)time(NULL);
