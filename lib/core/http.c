@@ -9,7 +9,10 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "http.h"
 #include "ratelimit.h"
@@ -64,7 +67,12 @@ struct hs_http {
 	bool engine_stop;
 	struct http_job *pending, **pending_tail; /* submitted, not yet added */
 	unsigned long requests;                   /* attempts sent, under pool_lock */
+	pthread_mutex_t store_lock;               /* the two fields below */
+	X509_STORE *store;                        /* trusted roots, see http_ssl_ctx() */
+	bool store_failed;                        /* the roots could not be read */
 	char *ca_file;
+	char *default_ca_file, *default_ca_dir; /* libcurl's built-in ones */
+	bool trust_shared;                      /* http_ssl_ctx() gives the roots */
 	char *user_agent;
 	char *no_proxy; /* NO_PROXY plus the local hosts (tests, managed identity) */
 	long timeout_ms;
@@ -269,6 +277,73 @@ static bool http_engine_start(struct hs_http *http)
 	return running;
 }
 
+/* The roots libcurl would trust: the CA file (--ca-file, SSL_CERT_FILE or
+ * libcurl's built-in bundle) and libcurl's built-in CA directory, whose
+ * certificates are looked up when needed. NULL if the file cannot be read. */
+static X509_STORE *http_store_load(const struct hs_http *http)
+{
+	X509_STORE *store = X509_STORE_new();
+	const char *file = http->ca_file ? http->ca_file : http->default_ca_file;
+	const char *dir = http->default_ca_dir;
+	X509_LOOKUP *lookup;
+
+	if (store == NULL || (file != NULL && X509_STORE_load_file(store, file) != 1))
+		goto fail;
+	if (dir != NULL &&
+	    ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir())) == NULL ||
+	     !X509_LOOKUP_add_dir(lookup, dir, X509_FILETYPE_PEM)))
+		goto fail;
+	/* libcurl's default: an intermediate in the store is a trust anchor. */
+	X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
+	return store;
+fail:
+	ERR_clear_error();
+	X509_STORE_free(store);
+	return NULL;
+}
+
+/*
+ * libcurl makes a new SSL_CTX for every connection. With a CA directory
+ * built in (Debian's and Ubuntu's libcurl have /etc/ssl/certs, which turns
+ * libcurl's own CA cache off), it also parses the whole CA bundle again for
+ * each one: about 30 ms of CPU for Debian's 144 roots, on the engine
+ * thread, so a batch opening 32 connections spent a second before its
+ * first signatures (docs/PERFORMANCE.md). Every connection of this client
+ * shares one store instead, read on the first connection.
+ */
+static CURLcode http_ssl_ctx(CURL *curl, void *ssl_ctx, void *userdata)
+{
+	(void)curl;
+	struct hs_http *http = userdata;
+	CURLcode rc = CURLE_OK;
+
+	pthread_mutex_lock(&http->store_lock);
+	if (http->store == NULL && !http->store_failed) {
+		http->store = http_store_load(http);
+		http->store_failed = http->store == NULL;
+	}
+	if (http->store != NULL)
+		SSL_CTX_set1_cert_store(ssl_ctx, http->store); /* takes a reference */
+	else
+		rc = CURLE_SSL_CACERT_BADFILE;
+	pthread_mutex_unlock(&http->store_lock);
+	return rc;
+}
+
+/* The shared store where libcurl's TLS library takes one (OpenSSL), else
+ * libcurl's own CA loading. */
+static void http_set_trust(struct hs_http *http, CURL *curl)
+{
+	if (http->trust_shared &&
+	    curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, http_ssl_ctx) == CURLE_OK) {
+		curl_easy_setopt(curl, CURLOPT_SSL_CTX_DATA, http);
+		curl_easy_setopt(curl, CURLOPT_CAINFO, NULL);
+		curl_easy_setopt(curl, CURLOPT_CAPATH, NULL);
+	} else if (http->ca_file != NULL) {
+		curl_easy_setopt(curl, CURLOPT_CAINFO, http->ca_file);
+	}
+}
+
 /* Runs one transfer: on the engine, waiting for it, or right here. */
 static CURLcode http_perform(struct hs_http *http, CURL *curl)
 {
@@ -357,6 +432,29 @@ void hs_http_config_limits(struct hs_http_config *cfg, const char *ca_file, int 
 	cfg->backoff_base_ms = backoff_base_ms;
 }
 
+/* libcurl's built-in CA file and directory (CURLINFO_CAINFO/CAPATH, libcurl
+ * 7.84), for the shared store; without them, libcurl loads the roots. */
+static void http_trust_defaults(struct hs_http *http)
+{
+#if LIBCURL_VERSION_NUM >= 0x075400
+	CURL *curl = curl_easy_init();
+	char *file = NULL, *dir = NULL;
+
+	if (curl == NULL)
+		return;
+	if (curl_easy_getinfo(curl, CURLINFO_CAINFO, &file) == CURLE_OK &&
+	    curl_easy_getinfo(curl, CURLINFO_CAPATH, &dir) == CURLE_OK) {
+		http->default_ca_file = http_strdup_or_null(file);
+		http->default_ca_dir = http_strdup_or_null(dir);
+		http->trust_shared = (file == NULL || http->default_ca_file != NULL) &&
+		                     (dir == NULL || http->default_ca_dir != NULL);
+	}
+	curl_easy_cleanup(curl);
+#else
+	(void)http;
+#endif
+}
+
 int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg)
 {
 	static const struct hs_http_config defaults = HS_HTTP_CONFIG_INIT;
@@ -379,8 +477,10 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 	http->ca_file = http_strdup_or_null(ca_file);
 	http->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "hsmsign/" HS_VERSION);
 	http->no_proxy = http_no_proxy();
+	http_trust_defaults(http);
 	pthread_mutex_init(&http->pool_lock, NULL);
 	pthread_mutex_init(&http->engine_lock, NULL);
+	pthread_mutex_init(&http->store_lock, NULL);
 	http->pending_tail = &http->pending;
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&http->share_locks[i], NULL);
@@ -415,9 +515,13 @@ void hs_http_free(struct hs_http *http)
 		curl_share_cleanup(http->share);
 	pthread_mutex_destroy(&http->pool_lock);
 	pthread_mutex_destroy(&http->engine_lock);
+	pthread_mutex_destroy(&http->store_lock);
+	X509_STORE_free(http->store);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&http->share_locks[i]);
 	free(http->ca_file);
+	free(http->default_ca_file);
+	free(http->default_ca_dir);
 	free(http->user_agent);
 	free(http->no_proxy);
 	free(http);
@@ -675,8 +779,7 @@ static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (http->ca_file != NULL)
-		curl_easy_setopt(curl, CURLOPT_CAINFO, http->ca_file);
+	http_set_trust(http, curl);
 	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_NOPROXY, http->no_proxy);
@@ -778,6 +881,22 @@ static const char *http_who(const struct hs_http_request *req, const struct http
 	return buf;
 }
 
+/* Names the CA file when the shared store could not read it (libcurl only
+ * knows that the SSL_CTX callback failed). */
+static void http_trust_error(struct hs_http *http, CURLcode rc, struct http_attempt *at)
+{
+	bool failed;
+
+	pthread_mutex_lock(&http->store_lock);
+	failed = http->store_failed;
+	pthread_mutex_unlock(&http->store_lock);
+	if (rc == CURLE_SSL_CACERT_BADFILE && failed)
+		snprintf(at->errbuf, sizeof(at->errbuf), "cannot read the trusted roots in %s",
+		         http->ca_file           ? http->ca_file
+		         : http->default_ca_file ? http->default_ca_file
+		                                 : "libcurl's CA directory");
+}
+
 /* The final error for a failed transfer (no response). */
 static int http_curl_error(struct hs_ctx *ctx, const struct hs_http_request *req,
                            const struct http_url *u, CURLcode rc, const struct http_attempt *at,
@@ -876,6 +995,7 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 		elapsed = http_now_ms() - start;
 	}
 	if (rc != CURLE_OK) {
+		http_trust_error(http, rc, &at);
 		r = http_curl_error(ctx, req, &u, rc, &at, resp->attempts, elapsed);
 		goto out;
 	}

@@ -18,9 +18,12 @@
 #include "akv.h"
 #include "auth/auth.h"
 #include "core/codec.h"
+#include "core/core.h"
 
 /* Largest JSON document we parse from the vault. */
 #define AKV_JSON_MAX (1024 * 1024)
+
+static int prefetch_join(struct hs_ctx *ctx, struct akv_key *k, const char *scope);
 
 static void akv_free(void *state)
 {
@@ -28,6 +31,7 @@ static void akv_free(void *state)
 
 	if (k == NULL)
 		return;
+	prefetch_join(NULL, k, NULL);
 	hs_azure_credential_free(k->cred);
 	hs_http_free(k->http);
 	if (k->rate_limit_on)
@@ -148,6 +152,68 @@ out:
 	return r;
 }
 
+static void *prefetch_main(void *arg)
+{
+	struct akv_prefetch *p = arg;
+	const char *token;
+
+	p->r = hs_azure_credential_token(p->ctx, p->key->cred, p->scope, p->tenant, 0, &token);
+	return NULL;
+}
+
+/*
+ * The first request goes without a token: the vault's 401 names the tenant
+ * and the token's audience. When the tenant is known (-kvt, else
+ * AZURE_TENANT_ID), the token for the usual audience is fetched at the same
+ * time, so that the challenge costs no round trip of its own. It is only
+ * sent once the challenge has named that tenant and audience (the
+ * credential caches tokens by scope and tenant), so the vault still decides
+ * where its tokens come from. Under k->lock.
+ */
+static void prefetch_start(struct hs_ctx *ctx, struct akv_key *k)
+{
+	struct akv_prefetch *p = &k->prefetch;
+	const char *tenant = k->tenant ? k->tenant : getenv("AZURE_TENANT_ID");
+
+	if (p->state != 0)
+		return;
+	p->state = -1;
+	if (tenant == NULL || *tenant == '\0' || strlen(tenant) >= sizeof(p->tenant) ||
+	    k->access_token_given || hs_ctx_new(&p->ctx) < 0)
+		return;
+	snprintf(p->tenant, sizeof(p->tenant), "%s", tenant);
+	hs_ctx_set_log(p->ctx, ctx->log_fn, ctx->log_userdata);
+	snprintf(p->scope, sizeof(p->scope), "%s/.default", default_resource(k));
+	p->key = k;
+	if (pthread_create(&p->thread, NULL, prefetch_main, p) == 0) {
+		p->state = 1;
+		return;
+	}
+	hs_ctx_free(p->ctx);
+	p->ctx = NULL;
+}
+
+/*
+ * Waits for the prefetch, if one runs. Under k->lock (or while freeing).
+ * When it failed for scope, its error is the answer: the same sign-in is
+ * not tried twice.
+ */
+static int prefetch_join(struct hs_ctx *ctx, struct akv_key *k, const char *scope)
+{
+	struct akv_prefetch *p = &k->prefetch;
+	int r = 0;
+
+	if (p->state != 1)
+		return 0;
+	pthread_join(p->thread, NULL);
+	p->state = -1;
+	if (p->r < 0 && scope != NULL && strcmp(scope, p->scope) == 0)
+		r = hs_error_set(ctx, p->r, "%s", hs_ctx_message(p->ctx));
+	hs_ctx_free(p->ctx);
+	p->ctx = NULL;
+	return r;
+}
+
 /* Gets (or refreshes) the bearer token for the vault's resource. */
 static int get_token(struct hs_ctx *ctx, struct akv_key *k, int force, const char **token)
 {
@@ -156,6 +222,8 @@ static int get_token(struct hs_ctx *ctx, struct akv_key *k, int force, const cha
 
 	snprintf(scope, sizeof(scope), "%s/.default",
 	         k->resource ? k->resource : default_resource(k));
+	if ((r = prefetch_join(ctx, k, scope)) < 0)
+		return r;
 	r = hs_azure_credential_token(ctx, k->cred, scope, k->tenant, force, token);
 	if (r == 0 && !k->source_logged) {
 		hs_log(ctx, HS_LOG_INFO, "authenticated to %s with credential source '%s'",
@@ -169,7 +237,7 @@ static int get_token(struct hs_ctx *ctx, struct akv_key *k, int force, const cha
  * challenge). Under the key's lock: the token cache and the challenge
  * state are shared by every thread signing with this key, and the token
  * is copied out before another thread may refresh (and free) it. */
-static int auth_header(struct hs_ctx *ctx, struct akv_key *k, int attempt, char *hdr, size_t size)
+static int auth_header(struct hs_ctx *ctx, struct akv_key *k, bool refresh, char *hdr, size_t size)
 {
 	const char *token = NULL;
 	int r = 0;
@@ -177,9 +245,11 @@ static int auth_header(struct hs_ctx *ctx, struct akv_key *k, int attempt, char 
 	hdr[0] = '\0';
 	pthread_mutex_lock(&k->lock);
 	if (k->have_challenge || k->access_token_given) {
-		r = get_token(ctx, k, attempt > 0 && k->have_challenge, &token);
+		r = get_token(ctx, k, refresh && k->have_challenge, &token);
 		if (r == 0)
 			snprintf(hdr, size, "Authorization: Bearer %s", token);
+	} else {
+		prefetch_start(ctx, k);
 	}
 	pthread_mutex_unlock(&k->lock);
 	return r;
@@ -215,13 +285,15 @@ static int vault_send(struct hs_ctx *ctx, struct akv_key *k, const char *method,
 	                              .body = body,
 	                              .body_len = body ? strlen(body) : 0,
 	                              .retry_rbac_denial = true};
+	bool refresh = false; /* a 401 answered a token: get a new one */
 	int r, attempt;
 
 	req.rate_limit = k->rate_limit_on ? &k->rate_limit : NULL;
 	req.service = akv_service(k);
 	for (attempt = 0; attempt < 3; attempt++) {
-		if ((r = auth_header(ctx, k, attempt, auth_hdr, sizeof(auth_hdr))) < 0)
+		if ((r = auth_header(ctx, k, refresh, auth_hdr, sizeof(auth_hdr))) < 0)
 			return r;
+		refresh = auth_hdr[0] != '\0';
 		headers[2] = auth_hdr[0] ? auth_hdr : NULL;
 		hs_http_response_free(resp);
 		r = hs_http_send(ctx, k->http, &req, resp);
@@ -758,7 +830,13 @@ int hs_akv_error(struct hs_ctx *ctx, const struct akv_key *k, const char *what,
 	return vault_error(ctx, k, what, resp);
 }
 
-const char *hs_akv_credential_source(const struct akv_key *k)
+const char *hs_akv_credential_source(struct akv_key *k)
 {
-	return hs_azure_credential_source(k->cred);
+	const char *source;
+
+	pthread_mutex_lock(&k->lock);
+	prefetch_join(NULL, k, NULL);
+	source = hs_azure_credential_source(k->cred);
+	pthread_mutex_unlock(&k->lock);
+	return source;
 }

@@ -11,6 +11,22 @@
 
 struct hs_azure_credential;
 
+/*
+ * The token fetched on a thread while the vault's first answer, a 401
+ * challenge, is on its way (akv.c, prefetch_start()). The thread uses the
+ * credential alone until it is joined, under the key's lock, by the first
+ * thread that needs the credential.
+ */
+struct akv_prefetch {
+	pthread_t thread;
+	struct akv_key *key;
+	struct hs_ctx *ctx; /* the thread's own: its error and log lines */
+	char scope[512];
+	char tenant[128];
+	int state; /* 0: not tried, 1: running, -1: tried or joined */
+	int r;     /* its result */
+};
+
 struct akv_key {
 	/* Guards the token cache (cred) and the challenge state below: one
 	 * key signs from many threads. The HTTP client is thread-safe. */
@@ -31,6 +47,7 @@ struct akv_key {
 	bool have_challenge;
 	bool access_token_given;
 	bool source_logged;
+	struct akv_prefetch prefetch;
 };
 
 /*
@@ -56,7 +73,7 @@ int hs_akv_send(struct hs_ctx *ctx, struct akv_key *k, const char *method, const
 int hs_akv_error(struct hs_ctx *ctx, const struct akv_key *k, const char *what,
                  const struct hs_http_response *resp);
 /* Credential source that produced the last token (static string). */
-const char *hs_akv_credential_source(const struct akv_key *k);
+const char *hs_akv_credential_source(struct akv_key *k);
 
 /* Default AIA cache: $XDG_CACHE_HOME/hsmsign/aia or ~/.cache/hsmsign/aia;
  * malloc'd, or NULL when neither is known. */

@@ -387,6 +387,78 @@ class TestErrors(AzureCase):
         self.assertNotIn(token.encode(), log)
 
 
+class TestTokenPrefetch(AzureCase):
+    """With the tenant given, the token is fetched while the vault's 401
+    challenge is on its way; it is used only if the challenge names the
+    audience it was fetched for."""
+
+    LATENCY_MS = 300
+
+    def signed(self, *args, env=None):
+        path = self.copy("hello64.exe")
+        self.emu.config(latency_ms=self.LATENCY_MS)
+        r = self.sign(path, *args, env=env)
+        self.assertRc(r, 0)
+        self.assertVerifies(path, independent=False)
+        return self.emu.log()
+
+    @staticmethod
+    def first(log, service, bearer=None):
+        return next(e for e in log if e.get("service") == service and
+                    (bearer is None or e["bearer"] == bearer))
+
+    def tokens(self, log):
+        return [e for e in log if e.get("service") == "entra" and e["method"] == "POST"]
+
+    def test_token_fetched_during_the_challenge(self):
+        log = self.signed(*self.secret_args())
+        probe = self.first(log, "vault", bearer=False)
+        token = self.first(log, "entra")
+        # Both take LATENCY_MS; the token request started before the
+        # challenge came back.
+        self.assertLess(token["t"], probe["t"] + probe["ms"] / 1000.0 - 0.1, log)
+        self.assertEqual(len(self.tokens(log)), 1)
+
+    def test_tenant_from_the_environment(self):
+        env = self.env(AZURE_CLIENT_ID=SECRET_ID, AZURE_TENANT_ID=self.info["tenant"],
+                       AZURE_CLIENT_SECRET=read(os.path.join(self.state, "client-secret.txt")))
+        log = self.signed(env=env)
+        probe = self.first(log, "vault", bearer=False)
+        self.assertLess(self.first(log, "entra")["t"],
+                        probe["t"] + probe["ms"] / 1000.0 - 0.1, log)
+        self.assertEqual(len(self.tokens(log)), 1)
+
+    def test_without_tenant_the_challenge_comes_first(self):
+        args = self.secret_args()
+        del args[2:4]  # -kvt TENANT: the challenge names the tenant
+        log = self.signed(*args)
+        probe = self.first(log, "vault", bearer=False)
+        token = self.first(log, "entra")
+        self.assertGreaterEqual(token["t"], probe["t"] + probe["ms"] / 1000.0 - 0.05, log)
+        self.assertEqual(len(self.tokens(log)), 1)
+
+    def test_challenge_naming_another_audience_is_followed(self):
+        self.emu.config(resource="https://vault.azure.cn")
+        log = self.signed(*self.secret_args())
+        scopes = [e["form"]["scope"] for e in self.tokens(log)]
+        # The prefetched token (the public cloud's) is not sent: the
+        # vault accepts only its own audience, and every request with a
+        # token succeeded.
+        self.assertEqual(scopes, ["https://vault.azure.net/.default",
+                                  "https://vault.azure.cn/.default"])
+        self.assertEqual([e["status"] for e in log if e.get("service") == "vault" and
+                          e["bearer"]], [200, 200])
+
+    def test_failed_sign_in_is_tried_once(self):
+        path = self.copy("hello64.exe")
+        r = self.sign(path, "-kvi", SECRET_ID, "-kvt", self.info["tenant"], "-kvs",
+                      "env:WRONG", env=self.env(WRONG="not-the-secret-xyzzy"))
+        self.assertRc(r, 87)
+        self.assertEqual(len(lines(r.stderr)), 1, r.stderr)
+        self.assertIn(b"AADSTS", r.stderr)
+        self.assertEqual(len(self.tokens(self.emu.log())), 1)
+
+
 class TestFederatedMismatch(AzureCase):
     """GitHub issues a token for a branch the federated credential does not name."""
     CONFIG = {"github": {"subject": "repo:contoso/app:ref:refs/heads/feature"}}

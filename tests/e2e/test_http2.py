@@ -11,12 +11,14 @@ ids, which the client checks against the vault URL: nginx rewrites it in
 response bodies (sub_filter). nginx's access log records, per request,
 its connection serial number and protocol.
 """
+import ctypes
 import os
+import struct
 import unittest
 
 import hslib
 import test_batch
-from hslib import osslsigncode_verify
+from hslib import osslsigncode_verify, run
 
 N_FILES = 40
 MDOP = 16
@@ -117,6 +119,61 @@ class Http2Test(test_batch.EmulatorBatchCase):
         conns = self.per_connection(signs)
         self.assertGreater(len(conns), 2, "sign requests per nginx connection: %s" % conns)
         self.assertLess(len(conns), N_FILES, "sign requests per nginx connection: %s" % conns)
+
+
+
+class OpenCounter:
+    """Counts the opens of one file with inotify (Linux; ctypes, as the
+    standard library has no binding). Closes are watched too: inotify
+    merges identical events in a row, and open, close, open, close are not."""
+
+    IN_CLOSE_NOWRITE = 0x10
+    IN_OPEN = 0x20
+
+    def __init__(self, path):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or self.libc.inotify_add_watch(
+                self.fd, os.fsencode(path), self.IN_OPEN | self.IN_CLOSE_NOWRITE) < 0:
+            raise OSError(ctypes.get_errno(), "inotify")
+
+    def count(self):
+        n = 0
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            data = b""
+        while len(data) >= 16:
+            _, mask, _, size = struct.unpack_from("iIII", data)
+            n += bool(mask & self.IN_OPEN)
+            data = data[16 + size:]
+        return n
+
+    def close(self):
+        os.close(self.fd)
+
+
+class TrustStoreTest(test_batch.EmulatorBatchCase):
+    def test_trusted_roots_read_once_for_all_connections(self):
+        """libcurl reads the CA file again for every new connection when
+        it has a CA directory built in (Debian's has): ~30 ms each with the
+        system bundle. The client reads it once and shares the store."""
+        files = self.make_files(24)
+        self.emu.config(latency_ms=150)
+        roots = self.copy(self.info["tls_ca"], "roots.pem")
+        opens = OpenCounter(roots)
+        self.addCleanup(opens.close)
+        r = run(self.vault_args("-mdop", "12", *files), env=dict(self.env(), SSL_CERT_FILE=roots))
+        self.assertRc(r, 0)
+        # 12 requests in flight needed about 12 TLS connections to the
+        # emulator (one request at a time each).
+        spans = [(e["t"], e["t"] + e["ms"] / 1000.0) for e in self.sign_log()]
+        most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+        self.assertGreaterEqual(most, 8, "at most %d sign requests in flight" % most)
+        n = opens.count()
+        self.assertEqual(n, 1, "the CA file was opened %d times" % n)
+        ok, out = osslsigncode_verify(files[0], self.info["root"])
+        self.assertTrue(ok, out)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,11 @@ DEFAULT_KNOBS = {
     # Another key's name: certificate bundles carry that key's certificate
     # (a certificate that does not match the signing key). None: off.
     "cert_of": None,
+    # The token audience the vault announces in its 401 challenge and
+    # accepts, e.g. a sovereign cloud's "https://vault.azure.cn"; Entra
+    # issues tokens for it too. None: the mode's (vault.azure.net or
+    # managedhsm.azure.net).
+    "resource": None,
 }
 
 LOG_QUERY_KEYS = ("api-version", "resource", "audience", "client_id",
@@ -621,6 +626,10 @@ class Emulator:
         with self.lock:
             return self.knobs.get(name)
 
+    def vault_resource(self):
+        """The token audience of the vault (the `resource` knob, or the mode's)."""
+        return self.knob("resource") or self.resource
+
     def record(self, entry):
         line = json.dumps(entry, separators=(",", ":"))
         with self.lock:
@@ -990,14 +999,14 @@ class Handler(emu_base.FaultMixin, http.server.BaseHTTPRequestHandler):
         emu = self.emu
         style = emu.knob("challenge_style") or "resource"
         authority = "%s/%s" % (emu.https_url, emu.tenant)
+        resource = emu.vault_resource()
         if style == "scope":
             return 'Bearer authorization="%s", scope="%s/.default"' % (
-                authority, emu.resource)
+                authority, resource)
         if style == "authorization_uri":
             return 'Bearer authorization_uri="%s", resource="%s"' % (
-                authority, emu.resource)
-        return 'Bearer authorization="%s", resource="%s"' % (authority,
-                                                             emu.resource)
+                authority, resource)
+        return 'Bearer authorization="%s", resource="%s"' % (authority, resource)
 
     def unauthorized(self, message):
         self.entry["error"] = "Unauthorized"
@@ -1028,10 +1037,11 @@ class Handler(emu_base.FaultMixin, http.server.BaseHTTPRequestHandler):
         if isinstance(claims.get("nbf"), int) and claims["nbf"] > t + 300:
             raise self.unauthorized("AKV10020: Token not yet valid.")
         aud = claims.get("aud")
-        if aud not in (emu.resource, emu.resource + "/"):
+        resource = emu.vault_resource()
+        if aud not in (resource, resource + "/"):
             raise self.unauthorized(
                 "AKV10022: Invalid audience. Expected %s, found: %s." % (
-                    emu.resource, aud))
+                    resource, aud))
         iss = "https://sts.windows.net/%s/" % emu.tenant
         if claims.get("iss") != iss:
             raise self.unauthorized(
@@ -1565,7 +1575,7 @@ class Handler(emu_base.FaultMixin, http.server.BaseHTTPRequestHandler):
                             "'scope' is not valid. The scope %s is not valid."
                             % scope)
         resource = defaults[0][:-len("/.default")].rstrip("/")
-        if resource not in KNOWN_RESOURCES:
+        if resource not in KNOWN_RESOURCES and resource != emu.knob("resource"):
             raise aad_error(400, 500011, "invalid_resource",
                             "The resource principal named %s was not found in "
                             "the tenant named %s. This can happen if the "
