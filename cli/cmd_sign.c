@@ -2,6 +2,7 @@
  * cmd_sign.c - `hsmsign sign`: local key files or Azure Key Vault, with
  * AzureSignTool's option spellings accepted as they are.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -858,6 +859,19 @@ out:
 	return r;
 }
 
+/* Keys in a cloud service or HSM server, reached over HTTPS. */
+static bool is_remote_key(const struct sign_args *a)
+{
+	return a->azure.vault_url != NULL || a->aws.key_id != NULL || a->gcp.key != NULL ||
+	       a->hcv.key != NULL || a->ts.endpoint != NULL;
+}
+
+static void *tls_preload_main(void *ca_file)
+{
+	hs_tls_preload(ca_file);
+	return NULL;
+}
+
 /* Operands and -ifl entries, patterns expanded, duplicates removed. */
 static int collect_inputs(const struct sign_args *a, char **files, int n_files,
                           struct cli_inputs *in)
@@ -967,6 +981,8 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 	const char **formats = NULL;
 	struct hs_ctx *ctx = NULL;
 	struct hs_key *key = NULL;
+	pthread_t preload;
+	bool preloading = false;
 
 	if (files == NULL || hs_ctx_new(&ctx) < 0) {
 		cli_error("out of memory");
@@ -976,6 +992,11 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 	if ((r = cli_parse(cmd, argc, argv, sign_opt, &a, files, &n_files)) != 0)
 		goto out;
 	apply_verbosity(&a);
+	/* A remote key's first connection needs the trusted roots: they are
+	 * read while the inputs are collected and checked. */
+	if (is_remote_key(&a))
+		preloading = pthread_create(&preload, NULL, tls_preload_main,
+		                            (void *)a.azure.ca_file) == 0;
 	if ((r = collect_inputs(&a, files, n_files, &in)) != 0)
 		goto out;
 	if ((r = check_args(&a, (int)(in.n + in.missing))) != 0)
@@ -997,6 +1018,8 @@ int cli_cmd_sign(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r == EXIT_OK) /* a failure stays one line per file */
 		warn_timestamps(&a);
 out:
+	if (preloading)
+		pthread_join(preload, NULL);
 	cli_inputs_free(&in);
 	free(formats);
 	hs_key_free(key);

@@ -101,6 +101,17 @@ HS_API const char *hs_ctx_message(const struct hs_ctx *ctx);
 HS_API int hs_ctx_error(const struct hs_ctx *ctx);
 HS_API void hs_ctx_clear_error(struct hs_ctx *ctx);
 
+/*
+ * Optional: reads the trusted roots for HTTPS (ca_file, else SSL_CERT_FILE,
+ * else the system's bundle) into the cache that every HTTPS connection of
+ * the process uses, so that the first connection to a key store does not
+ * wait for them (about 30 ms for a system bundle with OpenSSL 3.0). Meant
+ * to run on a thread of the caller's while it does other work; returns when
+ * the roots are read: 0, or HS_ERR_IO if they cannot be (the connection
+ * reports that again). Thread-safe.
+ */
+HS_API int hs_tls_preload(const char *ca_file);
+
 /* Digest algorithms for the file digest and the signature. */
 enum hs_digest {
 	HS_DIGEST_SHA1 = 1,

@@ -16,6 +16,7 @@
 
 #include "http.h"
 #include "ratelimit.h"
+#include "trust.h"
 
 /* Largest response body we keep: Key Vault and Entra answers are a few KiB. */
 #define HTTP_BODY_MAX ((size_t)4 * 1024 * 1024)
@@ -71,8 +72,6 @@ struct hs_http {
 	X509_STORE *store;                        /* trusted roots, see http_ssl_ctx() */
 	bool store_failed;                        /* the roots could not be read */
 	char *ca_file;
-	char *default_ca_file, *default_ca_dir; /* libcurl's built-in ones */
-	bool trust_shared;                      /* http_ssl_ctx() gives the roots */
 	char *user_agent;
 	char *no_proxy; /* NO_PROXY plus the local hosts (tests, managed identity) */
 	long timeout_ms;
@@ -103,6 +102,12 @@ static CURLcode http_global_status = CURLE_FAILED_INIT;
 static void http_global_init(void)
 {
 	http_global_status = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+bool hs_http_global_init(void)
+{
+	pthread_once(&http_global_once, http_global_init);
+	return http_global_status == CURLE_OK;
 }
 
 static long http_now_ms(void)
@@ -277,40 +282,8 @@ static bool http_engine_start(struct hs_http *http)
 	return running;
 }
 
-/* The roots libcurl would trust: the CA file (--ca-file, SSL_CERT_FILE or
- * libcurl's built-in bundle) and libcurl's built-in CA directory, whose
- * certificates are looked up when needed. NULL if the file cannot be read. */
-static X509_STORE *http_store_load(const struct hs_http *http)
-{
-	X509_STORE *store = X509_STORE_new();
-	const char *file = http->ca_file ? http->ca_file : http->default_ca_file;
-	const char *dir = http->default_ca_dir;
-	X509_LOOKUP *lookup;
-
-	if (store == NULL || (file != NULL && X509_STORE_load_file(store, file) != 1))
-		goto fail;
-	if (dir != NULL &&
-	    ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir())) == NULL ||
-	     !X509_LOOKUP_add_dir(lookup, dir, X509_FILETYPE_PEM)))
-		goto fail;
-	/* libcurl's default: an intermediate in the store is a trust anchor. */
-	X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
-	return store;
-fail:
-	ERR_clear_error();
-	X509_STORE_free(store);
-	return NULL;
-}
-
-/*
- * libcurl makes a new SSL_CTX for every connection. With a CA directory
- * built in (Debian's and Ubuntu's libcurl have /etc/ssl/certs, which turns
- * libcurl's own CA cache off), it also parses the whole CA bundle again for
- * each one: about 30 ms of CPU for Debian's 144 roots, on the engine
- * thread, so a batch opening 32 connections spent a second before its
- * first signatures (docs/PERFORMANCE.md). Every connection of this client
- * shares one store instead, read on the first connection.
- */
+/* Every connection of this client gets the process's shared store of
+ * trusted roots (trust.h), the client's reference taken on its first. */
 static CURLcode http_ssl_ctx(CURL *curl, void *ssl_ctx, void *userdata)
 {
 	(void)curl;
@@ -319,7 +292,7 @@ static CURLcode http_ssl_ctx(CURL *curl, void *ssl_ctx, void *userdata)
 
 	pthread_mutex_lock(&http->store_lock);
 	if (http->store == NULL && !http->store_failed) {
-		http->store = http_store_load(http);
+		http->store = hs_trust_store(http->ca_file);
 		http->store_failed = http->store == NULL;
 	}
 	if (http->store != NULL)
@@ -334,7 +307,7 @@ static CURLcode http_ssl_ctx(CURL *curl, void *ssl_ctx, void *userdata)
  * libcurl's own CA loading. */
 static void http_set_trust(struct hs_http *http, CURL *curl)
 {
-	if (http->trust_shared &&
+	if (hs_trust_available() &&
 	    curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, http_ssl_ctx) == CURLE_OK) {
 		curl_easy_setopt(curl, CURLOPT_SSL_CTX_DATA, http);
 		curl_easy_setopt(curl, CURLOPT_CAINFO, NULL);
@@ -432,29 +405,6 @@ void hs_http_config_limits(struct hs_http_config *cfg, const char *ca_file, int 
 	cfg->backoff_base_ms = backoff_base_ms;
 }
 
-/* libcurl's built-in CA file and directory (CURLINFO_CAINFO/CAPATH, libcurl
- * 7.84), for the shared store; without them, libcurl loads the roots. */
-static void http_trust_defaults(struct hs_http *http)
-{
-#if LIBCURL_VERSION_NUM >= 0x075400
-	CURL *curl = curl_easy_init();
-	char *file = NULL, *dir = NULL;
-
-	if (curl == NULL)
-		return;
-	if (curl_easy_getinfo(curl, CURLINFO_CAINFO, &file) == CURLE_OK &&
-	    curl_easy_getinfo(curl, CURLINFO_CAPATH, &dir) == CURLE_OK) {
-		http->default_ca_file = http_strdup_or_null(file);
-		http->default_ca_dir = http_strdup_or_null(dir);
-		http->trust_shared = (file == NULL || http->default_ca_file != NULL) &&
-		                     (dir == NULL || http->default_ca_dir != NULL);
-	}
-	curl_easy_cleanup(curl);
-#else
-	(void)http;
-#endif
-}
-
 int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_config *cfg)
 {
 	static const struct hs_http_config defaults = HS_HTTP_CONFIG_INIT;
@@ -465,8 +415,7 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 	*out = NULL;
 	if (cfg == NULL)
 		cfg = &defaults;
-	pthread_once(&http_global_once, http_global_init);
-	if (http_global_status != CURLE_OK)
+	if (!hs_http_global_init())
 		return hs_error_set(ctx, HS_ERR_NETWORK, "libcurl initialisation failed: %s",
 		                    curl_easy_strerror(http_global_status));
 	if ((http = calloc(1, sizeof(*http))) == NULL)
@@ -477,7 +426,6 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 	http->ca_file = http_strdup_or_null(ca_file);
 	http->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "hsmsign/" HS_VERSION);
 	http->no_proxy = http_no_proxy();
-	http_trust_defaults(http);
 	pthread_mutex_init(&http->pool_lock, NULL);
 	pthread_mutex_init(&http->engine_lock, NULL);
 	pthread_mutex_init(&http->store_lock, NULL);
@@ -520,8 +468,6 @@ void hs_http_free(struct hs_http *http)
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&http->share_locks[i]);
 	free(http->ca_file);
-	free(http->default_ca_file);
-	free(http->default_ca_dir);
 	free(http->user_agent);
 	free(http->no_proxy);
 	free(http);
@@ -892,9 +838,7 @@ static void http_trust_error(struct hs_http *http, CURLcode rc, struct http_atte
 	pthread_mutex_unlock(&http->store_lock);
 	if (rc == CURLE_SSL_CACERT_BADFILE && failed)
 		snprintf(at->errbuf, sizeof(at->errbuf), "cannot read the trusted roots in %s",
-		         http->ca_file           ? http->ca_file
-		         : http->default_ca_file ? http->default_ca_file
-		                                 : "libcurl's CA directory");
+		         hs_trust_file_name(http->ca_file));
 }
 
 /* The final error for a failed transfer (no response). */

@@ -95,6 +95,9 @@ void hs_http_response_free(struct hs_http_response *resp);
 /* Requests sent so far (every attempt, retries included). */
 unsigned long hs_http_request_count(struct hs_http *http);
 
+/* libcurl's global initialisation, once per process; false if it failed. */
+bool hs_http_global_init(void);
+
 /* True for http(s) URLs whose host is loopback. */
 bool hs_http_is_loopback_url(const char *url);
 

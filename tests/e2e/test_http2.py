@@ -170,10 +170,21 @@ class TrustStoreTest(test_batch.EmulatorBatchCase):
         spans = [(e["t"], e["t"] + e["ms"] / 1000.0) for e in self.sign_log()]
         most = max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
         self.assertGreaterEqual(most, 8, "at most %d sign requests in flight" % most)
+        # Once in all: hsmsign reads it ahead while it checks the inputs
+        # (hs_tls_preload), and every connection shares that store.
         n = opens.count()
         self.assertEqual(n, 1, "the CA file was opened %d times" % n)
         ok, out = osslsigncode_verify(files[0], self.info["root"])
         self.assertTrue(ok, out)
+
+    def test_unreadable_ca_file_is_named(self):
+        files = self.make_files(1)
+        missing = self.path("no-such-roots.pem")
+        r = run(self.vault_args(*files), env=dict(self.env(), SSL_CERT_FILE=missing))
+        self.assertRc(r, 87)
+        err = r.stderr.decode()
+        self.assertIn("cannot read the trusted roots in %s" % missing, err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+/*
+ * trust.h - the TLS roots of the HTTPS clients (http.c), read once per
+ * process.
+ *
+ * libcurl makes a new SSL_CTX for every connection and, when it has a CA
+ * directory built in (Debian's and Ubuntu's libcurl: /etc/ssl/certs, which
+ * turns libcurl's own CA cache off), parses the whole CA bundle again for
+ * each: about 30 ms of CPU for Debian's 144 roots with OpenSSL 3.0. The
+ * clients instead share one X509_STORE holding what libcurl would trust:
+ * the CA file (--ca-file, SSL_CERT_FILE or libcurl's built-in bundle) and
+ * libcurl's built-in CA directory, looked up when needed, with libcurl's
+ * partial-chain flag. The store of the last CA file asked for is cached
+ * for the life of the process, so hs_tls_preload() can read it ahead.
+ */
+#ifndef HS_TRUST_H
+#define HS_TRUST_H
+
+#include <stdbool.h>
+
+#include <openssl/x509.h>
+
+/* False when libcurl cannot tell its built-in CA paths (before 7.84):
+ * then libcurl loads the roots itself. */
+bool hs_trust_available(void);
+
+/* A new reference to the store for ca_file (NULL: libcurl's built-in
+ * bundle), reading it unless cached; NULL if it cannot be read. */
+X509_STORE *hs_trust_store(const char *ca_file);
+
+/* The file hs_trust_store(ca_file) reads, for messages (static or ca_file). */
+const char *hs_trust_file_name(const char *ca_file);
+
+#endif /* HS_TRUST_H */
