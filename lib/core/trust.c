@@ -66,7 +66,7 @@ const char *hs_trust_file_name(const char *ca_file)
 	if (ca_file != NULL)
 		return ca_file;
 	return hs_trust_available() && trust_defaults.file ? trust_defaults.file
-	                                                    : "libcurl's CA directory";
+	                                                   : "libcurl's CA directory";
 }
 
 static X509_STORE *trust_load(const char *ca_file)
