@@ -14,7 +14,11 @@ struct cli_inputs {
 	char **paths; /* as given (globs expanded); owned */
 	char **real;  /* realpath of each, for duplicate detection; owned */
 	size_t n, cap;
-	size_t missing; /* names that did not exist (reported, not kept) */
+	/* Hash set of the strings in real (open addressing, at most half
+	 * full; NULL: empty slot), so that duplicates cost O(1) each. */
+	const char **set;
+	size_t set_size; /* a power of two, or 0 */
+	size_t missing;  /* names that did not exist (reported, not kept) */
 };
 
 /* Adds one command-line operand: "@FILE" reads a list, a pattern with

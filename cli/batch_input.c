@@ -20,22 +20,67 @@ static bool input_has_wildcard(const char *s)
 	return strpbrk(s, "*?[") != NULL;
 }
 
+/* FNV-1a, for the set of real paths. */
+static uint64_t input_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The slot of the set that holds real, or the empty one where it goes. */
+static const char **input_slot(const struct cli_inputs *in, const char *real)
+{
+	size_t mask = in->set_size - 1, i = (size_t)input_hash(real) & mask;
+
+	while (in->set[i] != NULL && strcmp(in->set[i], real) != 0)
+		i = (i + 1) & mask;
+	return &in->set[i];
+}
+
+/* Makes room for one more path in the set (kept at most half full). */
+static int input_set_reserve(struct cli_inputs *in)
+{
+	const char **old = in->set;
+	size_t old_size = in->set_size;
+
+	if ((in->n + 1) * 2 <= in->set_size)
+		return 0;
+	in->set_size = old_size ? old_size * 2 : 64;
+	if ((in->set = calloc(in->set_size, sizeof(*in->set))) == NULL) {
+		in->set = old;
+		in->set_size = old_size;
+		return -1;
+	}
+	for (size_t i = 0; i < old_size; i++)
+		if (old[i] != NULL)
+			*input_slot(in, old[i]) = old[i];
+	free(old);
+	return 0;
+}
+
 /* Adds path unless a path with the same real path is already there. */
 static int input_push(struct cli_inputs *in, const char *path)
 {
 	/* A path that cannot be resolved is kept as given: the format check
 	 * reports why it cannot be opened, in the library's words. */
 	char *real = hs_os_realpath(path);
+	const char **slot;
 
 	if (real == NULL && (real = strdup(path)) == NULL) {
 		cli_error("out of memory");
 		return EXIT_ALL_FAILED;
 	}
-	for (size_t i = 0; i < in->n; i++) {
-		if (strcmp(in->real[i], real) == 0) {
-			free(real);
-			return 0;
-		}
+	if (input_set_reserve(in) < 0)
+		goto nomem;
+	slot = input_slot(in, real);
+	if (*slot != NULL) {
+		free(real);
+		return 0;
 	}
 	if (in->n == in->cap) {
 		size_t cap = in->cap * 2 + 16;
@@ -52,6 +97,7 @@ static int input_push(struct cli_inputs *in, const char *path)
 	if ((in->paths[in->n] = strdup(path)) == NULL)
 		goto nomem;
 	in->real[in->n++] = real;
+	*slot = real;
 	return 0;
 nomem:
 	free(real);
@@ -161,6 +207,39 @@ static void input_walk(struct walk *w, const char *dir, int depth)
 	hs_os_closedir(d);
 }
 
+struct input_pair {
+	char *path, *real;
+};
+
+static int input_pair_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct input_pair *)a)->path, ((const struct input_pair *)b)->path);
+}
+
+/* Sorts the inputs from first on by name (the set holds the same strings,
+ * so it stays valid). */
+static int input_sort(struct cli_inputs *in, size_t first)
+{
+	size_t k = in->n - first;
+	struct input_pair *v;
+
+	if (k < 2)
+		return 0;
+	if ((v = malloc(k * sizeof(*v))) == NULL) {
+		cli_error("out of memory");
+		return EXIT_ALL_FAILED;
+	}
+	for (size_t i = 0; i < k; i++)
+		v[i] = (struct input_pair){in->paths[first + i], in->real[first + i]};
+	qsort(v, k, sizeof(*v), input_pair_cmp);
+	for (size_t i = 0; i < k; i++) {
+		in->paths[first + i] = v[i].path;
+		in->real[first + i] = v[i].real;
+	}
+	free(v);
+	return 0;
+}
+
 /* Expands a pattern with '**': walks from the directory before the first
  * wildcard. Results come in directory order, so sort them per pattern. */
 static int input_expand_recursive(struct cli_inputs *in, const char *pattern)
@@ -182,16 +261,8 @@ static int input_expand_recursive(struct cli_inputs *in, const char *pattern)
 		cli_error("%s: no files match", pattern);
 		in->missing++;
 	}
-	/* Keep a stable order: sort what this pattern added by name. */
-	for (size_t i = first + 1; i < in->n; i++) {
-		for (size_t j = i; j > first && strcmp(in->paths[j - 1], in->paths[j]) > 0; j--) {
-			char *t = in->paths[j], *u = in->real[j];
-			in->paths[j] = in->paths[j - 1];
-			in->real[j] = in->real[j - 1];
-			in->paths[j - 1] = t;
-			in->real[j - 1] = u;
-		}
-	}
+	if (w.r == 0)
+		w.r = input_sort(in, first);
 	return w.r;
 }
 
@@ -291,5 +362,6 @@ void cli_inputs_free(struct cli_inputs *in)
 	}
 	free(in->paths);
 	free(in->real);
+	free(in->set);
 	memset(in, 0, sizeof(*in));
 }
