@@ -108,7 +108,8 @@ HS_API void hs_ctx_clear_error(struct hs_ctx *ctx);
  * wait for them (about 30 ms for a system bundle with OpenSSL 3.0). Meant
  * to run on a thread of the caller's while it does other work; returns when
  * the roots are read: 0, or HS_ERR_IO if they cannot be (the connection
- * reports that again). Thread-safe.
+ * reports that again). Reads only a regular file (a FIFO could block; the
+ * connection reads anything else itself). Thread-safe.
  */
 HS_API int hs_tls_preload(const char *ca_file);
 

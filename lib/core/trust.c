@@ -8,6 +8,7 @@
 
 #include "core.h"
 #include "http.h"
+#include "platform.h"
 #include "trust.h"
 
 /* libcurl's built-in CA file and directory (CURLINFO_CAINFO/CAPATH). */
@@ -134,12 +135,21 @@ X509_STORE *hs_trust_store(const char *ca_file)
 
 int hs_tls_preload(const char *ca_file)
 {
-	const char *env = getenv("SSL_CERT_FILE");
+	const char *env = getenv("SSL_CERT_FILE"), *file;
+	struct hs_os_stat st;
 	X509_STORE *store;
 
 	if (ca_file == NULL && env != NULL && *env != '\0')
 		ca_file = env;
 	if (!hs_trust_available())
+		return 0;
+	/* Only a regular file: reading a FIFO or a terminal could block, and
+	 * the caller waits for this call before it exits. The first connection
+	 * reads anything else. */
+	file = ca_file ? ca_file : trust_defaults.file;
+	if (file != NULL && hs_os_stat(file, &st) != 0)
+		return HS_ERR_IO;
+	if (file != NULL && !st.regular)
 		return 0;
 	store = hs_trust_store(ca_file);
 	X509_STORE_free(store);

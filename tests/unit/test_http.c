@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "core/http.h"
@@ -524,6 +526,23 @@ static void trust_store_read_once(void **state)
 	free(root);
 }
 
+/* A FIFO is left to the connection: reading it ahead could block. */
+static void trust_preload_skips_fifo(void **state)
+{
+	char path[] = "/tmp/hs-test-roots-XXXXXX";
+	int fd = mkstemp(path);
+
+	(void)state;
+	if (!hs_trust_available())
+		skip();
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(path);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(hs_tls_preload(path), 0); /* returns: nothing opened it */
+	unlink(path);
+}
+
 struct trust_race {
 	const char *file;
 	X509_STORE *store;
@@ -584,6 +603,7 @@ int main(void)
 	        cmocka_unit_test(proxy_bypassed_for_local_hosts),
 	        cmocka_unit_test(trust_store_read_once),
 	        cmocka_unit_test(trust_store_concurrent),
+	        cmocka_unit_test(trust_preload_skips_fifo),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
