@@ -420,9 +420,7 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 		                    curl_easy_strerror(http_global_status));
 	if ((http = calloc(1, sizeof(*http))) == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
-	ca_file = cfg->ca_file;
-	if (ca_file == NULL && getenv("SSL_CERT_FILE") != NULL && *getenv("SSL_CERT_FILE"))
-		ca_file = getenv("SSL_CERT_FILE");
+	ca_file = hs_trust_ca_file(cfg->ca_file);
 	http->ca_file = http_strdup_or_null(ca_file);
 	http->user_agent = strdup(cfg->user_agent ? cfg->user_agent : "hsmsign/" HS_VERSION);
 	http->no_proxy = http_no_proxy();

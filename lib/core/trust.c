@@ -133,14 +133,20 @@ X509_STORE *hs_trust_store(const char *ca_file)
 	return store;
 }
 
+const char *hs_trust_ca_file(const char *configured)
+{
+	const char *env = getenv("SSL_CERT_FILE");
+
+	return configured ? configured : env != NULL && *env != '\0' ? env : NULL;
+}
+
 int hs_tls_preload(const char *ca_file)
 {
-	const char *env = getenv("SSL_CERT_FILE"), *file;
+	const char *file;
 	struct hs_os_stat st;
 	X509_STORE *store;
 
-	if (ca_file == NULL && env != NULL && *env != '\0')
-		ca_file = env;
+	ca_file = hs_trust_ca_file(ca_file);
 	if (!hs_trust_available())
 		return 0;
 	/* Only a regular file: reading a FIFO or a terminal could block, and

@@ -19,6 +19,10 @@
 
 #include <openssl/x509.h>
 
+/* The CA file a client uses: configured (--ca-file), else SSL_CERT_FILE,
+ * else NULL (the built-in bundle). */
+const char *hs_trust_ca_file(const char *configured);
+
 /* False when libcurl cannot tell its built-in CA paths (before 7.84):
  * then libcurl loads the roots itself. */
 bool hs_trust_available(void);
