@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 
 #include "core.h"
 #include "http.h"
@@ -70,13 +71,235 @@ const char *hs_trust_file_name(const char *ca_file)
 	                                                   : "libcurl's CA directory";
 }
 
+/*
+ * A CA file read lazily. Decoding a certificate costs OpenSSL 3.0 about
+ * 0.2 ms, most of it setting up a decoder for the public key, so reading a
+ * system bundle of ~140 roots took ~30 ms, and the first connection of
+ * every run waited for it. OpenSSL decodes lazily only from a hashed
+ * directory (its by_dir lookup); a CA file it reads whole. Here the file's
+ * PEM blocks are only base64-decoded and their subject names parsed; a
+ * certificate is decoded and added to the store the first time a chain
+ * asks for its subject, the way by_dir does. Anything but plain
+ * certificates in the file (CRLs, OpenSSL's "TRUSTED CERTIFICATE" with
+ * trust settings, PEM headers) and the file is read whole, as before.
+ */
+struct trust_cert {
+	X509_NAME *subject;
+	unsigned char *der; /* OPENSSL_malloc'd by PEM_read_bio */
+	long len;
+	bool added; /* in the store already, or not decodable */
+};
+
+struct trust_file {
+	pthread_mutex_t lock; /* the certs' `added` flags */
+	struct trust_cert *certs;
+	size_t n, cap;
+};
+
+static void trust_file_free(struct trust_file *tf)
+{
+	if (tf == NULL)
+		return;
+	for (size_t i = 0; i < tf->n; i++) {
+		X509_NAME_free(tf->certs[i].subject);
+		OPENSSL_free(tf->certs[i].der);
+	}
+	free(tf->certs);
+	pthread_mutex_destroy(&tf->lock);
+	free(tf);
+}
+
+/* Reads one DER header at *p, bounded by end; definite lengths only. */
+static bool der_header(const unsigned char **p, const unsigned char *end, long *len, int *cls)
+{
+	int tag, rc;
+
+	if (*p >= end)
+		return false;
+	rc = ASN1_get_object(p, len, &tag, cls, end - *p);
+	return (rc & 0x81) == 0 && *len >= 0 && *len <= end - *p;
+}
+
+/* The subject of a DER certificate, the rest left undecoded:
+ * Certificate ::= SEQUENCE { tbsCertificate ::= SEQUENCE { [0] version
+ * OPTIONAL, serialNumber, signature, issuer, validity, subject, ... }}. */
+static X509_NAME *der_cert_subject(const unsigned char *der, long der_len)
+{
+	const unsigned char *p = der, *end = der + der_len, *q;
+	long len;
+	int cls;
+
+	if (!der_header(&p, end, &len, &cls) || !der_header(&p, end, &len, &cls))
+		return NULL;
+	end = p + len;
+	for (int field = 0; field < 5; field++) {
+		q = p;
+		if (!der_header(&q, end, &len, &cls))
+			return NULL;
+		if (field == 0 && cls != V_ASN1_CONTEXT_SPECIFIC)
+			field++; /* no version: this is the serial number */
+		p = q + len;
+	}
+	return d2i_X509_NAME(NULL, &p, end - p);
+}
+
+static bool trust_file_add(struct trust_file *tf, unsigned char *der, long len)
+{
+	X509_NAME *subject;
+
+	if (tf->n == tf->cap) {
+		size_t cap = tf->cap ? tf->cap * 2 : 64;
+		struct trust_cert *v = realloc(tf->certs, cap * sizeof(*v));
+
+		if (v == NULL)
+			return false;
+		tf->certs = v;
+		tf->cap = cap;
+	}
+	if ((subject = der_cert_subject(der, len)) == NULL)
+		return false;
+	tf->certs[tf->n++] = (struct trust_cert){.subject = subject, .der = der, .len = len};
+	return true;
+}
+
+/* Indexes a CA file: 1 and *out when it holds certificates only, 0 when it
+ * holds anything else (read it whole), -1 when it cannot be read. */
+static int trust_file_index(const char *file, struct trust_file **out)
+{
+	struct trust_file *tf = calloc(1, sizeof(*tf));
+	BIO *bio = BIO_new_file(file, "r");
+	char *name = NULL, *header = NULL;
+	unsigned char *data = NULL;
+	unsigned long err;
+	long len;
+	int r = -1;
+
+	*out = NULL;
+	if (tf == NULL || bio == NULL || pthread_mutex_init(&tf->lock, NULL) != 0) {
+		free(tf);
+		tf = NULL;
+		goto out;
+	}
+	while (PEM_read_bio(bio, &name, &header, &data, &len) == 1) {
+		if ((strcmp(name, PEM_STRING_X509) != 0 &&
+		     strcmp(name, PEM_STRING_X509_OLD) != 0) ||
+		    header[0] != '\0') {
+			r = 0;
+			goto out;
+		}
+		if (!trust_file_add(tf, data, len))
+			goto out;
+		data = NULL; /* tf's now */
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		name = header = NULL;
+	}
+	/* The end of the file, unless PEM_read_bio stopped at a bad block. */
+	err = ERR_peek_last_error();
+	if (tf->n > 0 && ERR_GET_LIB(err) == ERR_LIB_PEM &&
+	    ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
+		*out = tf;
+		tf = NULL;
+		r = 1;
+	}
+out:
+	ERR_clear_error();
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(data);
+	BIO_free(bio);
+	trust_file_free(tf);
+	return r;
+}
+
+/* X509_LOOKUP get_by_subject: adds the file's certificates named `name`
+ * to the store, then answers from the store, lending its reference as
+ * OpenSSL's own lookups do (the caller takes one of its own). */
+static int trust_file_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X509_NAME *name,
+                                 X509_OBJECT *ret)
+{
+	struct trust_file *tf = X509_LOOKUP_get_method_data(lu);
+	X509_STORE *store = X509_LOOKUP_get_store(lu);
+	X509_OBJECT *found;
+	X509 *x;
+	int ok = 0;
+
+	if (type != X509_LU_X509 || tf == NULL || store == NULL)
+		return 0;
+	ERR_set_mark();
+	pthread_mutex_lock(&tf->lock);
+	for (size_t i = 0; i < tf->n; i++) {
+		struct trust_cert *c = &tf->certs[i];
+		const unsigned char *p = c->der;
+
+		if (c->added || X509_NAME_cmp(c->subject, name) != 0)
+			continue;
+		c->added = true;
+		if ((x = d2i_X509(NULL, &p, c->len)) != NULL)
+			X509_STORE_add_cert(store, x); /* a duplicate is refused, harmlessly */
+		X509_free(x);
+	}
+	pthread_mutex_unlock(&tf->lock);
+	ERR_pop_to_mark();
+	if (!X509_STORE_lock(store))
+		return 0;
+	found = X509_OBJECT_retrieve_by_subject(X509_STORE_get0_objects(store), type, name);
+	if (found != NULL && (x = X509_OBJECT_get0_X509(found)) != NULL &&
+	    X509_OBJECT_set1_X509(ret, x)) {
+		X509_free(x); /* lent: the store keeps it */
+		ok = 1;
+	}
+	X509_STORE_unlock(store);
+	return ok;
+}
+
+static void trust_file_lookup_free(X509_LOOKUP *lu)
+{
+	trust_file_free(X509_LOOKUP_get_method_data(lu));
+}
+
+static X509_LOOKUP_METHOD *trust_file_method;
+static pthread_once_t trust_file_method_once = PTHREAD_ONCE_INIT;
+
+static void trust_file_method_init(void)
+{
+	X509_LOOKUP_METHOD *m = X509_LOOKUP_meth_new("hsmsign lazy CA file");
+
+	if (m != NULL && X509_LOOKUP_meth_set_get_by_subject(m, trust_file_by_subject) &&
+	    X509_LOOKUP_meth_set_free(m, trust_file_lookup_free))
+		trust_file_method = m; /* for the life of the process */
+	else
+		X509_LOOKUP_meth_free(m);
+}
+
+/* Puts a CA file in the store: indexed for lazy decoding, or read whole. */
+static bool trust_load_file(X509_STORE *store, const char *file)
+{
+	struct trust_file *tf;
+	X509_LOOKUP *lookup;
+	int r;
+
+	pthread_once(&trust_file_method_once, trust_file_method_init);
+	r = trust_file_method ? trust_file_index(file, &tf) : 0;
+	if (r < 0)
+		return false;
+	if (r == 0)
+		return X509_STORE_load_file(store, file) == 1;
+	if ((lookup = X509_STORE_add_lookup(store, trust_file_method)) == NULL ||
+	    !X509_LOOKUP_set_method_data(lookup, tf)) {
+		trust_file_free(tf);
+		return false;
+	}
+	return true;
+}
+
 static X509_STORE *trust_load(const char *ca_file)
 {
 	X509_STORE *store = X509_STORE_new();
 	const char *file = ca_file ? ca_file : trust_defaults.file;
 	X509_LOOKUP *lookup;
 
-	if (store == NULL || (file != NULL && X509_STORE_load_file(store, file) != 1))
+	if (store == NULL || (file != NULL && !trust_load_file(store, file)))
 		goto fail;
 	if (trust_defaults.dir != NULL &&
 	    ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir())) == NULL ||

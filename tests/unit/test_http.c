@@ -17,7 +17,6 @@
 
 #include "core/core.h"
 #include "core/http.h"
-#include "core/trust.h"
 #include "scripted_server.h"
 
 /* ---- helpers ---- */
@@ -472,115 +471,6 @@ static void proxy_bypassed_for_local_hosts(void **state)
 	srv_stop(s);
 }
 
-/* ---- trusted roots (trust.h) ---- */
-
-static char *pki_file(const char *name)
-{
-	const char *fix = getenv("HS_FIXTURES");
-
-	return fix ? hs_strprintf("%s/pki/%s", fix, name) : NULL;
-}
-
-/* How many certificates a store holds. */
-static int store_certs(X509_STORE *store)
-{
-	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
-	int n = 0;
-
-	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++)
-		n += X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) == X509_LU_X509;
-	return n;
-}
-
-/* Read once per process: every client gets the same store, including
- * after hs_tls_preload(); a file that cannot be read fails without
- * replacing what is cached. */
-static void trust_store_read_once(void **state)
-{
-	char *root = pki_file("root.pem"), *chain = pki_file("leaf-rsa2048-chain.pem");
-	X509_STORE *a, *b, *c;
-
-	(void)state;
-	if (root == NULL || !hs_trust_available())
-		skip();
-	assert_int_equal(hs_tls_preload(root), 0);
-	a = hs_trust_store(root);
-	b = hs_trust_store(root);
-	assert_non_null(a);
-	assert_ptr_equal(a, b);
-	assert_int_equal(store_certs(a), 1);
-	assert_int_equal(hs_tls_preload("/nonexistent/roots.pem"), HS_ERR_IO);
-	assert_null(hs_trust_store("/nonexistent/roots.pem"));
-	c = hs_trust_store(root);
-	assert_ptr_equal(c, a);
-	X509_STORE_free(c);
-	/* Another file: another store, with that file's certificates. */
-	c = hs_trust_store(chain);
-	assert_non_null(c);
-	assert_ptr_not_equal(c, a);
-	assert_int_equal(store_certs(c), 2);
-	X509_STORE_free(c);
-	X509_STORE_free(b);
-	X509_STORE_free(a);
-	free(chain);
-	free(root);
-}
-
-/* A FIFO is left to the connection: reading it ahead could block. */
-static void trust_preload_skips_fifo(void **state)
-{
-	char path[] = "/tmp/hs-test-roots-XXXXXX";
-	int fd = mkstemp(path);
-
-	(void)state;
-	if (!hs_trust_available())
-		skip();
-	assert_true(fd >= 0);
-	close(fd);
-	unlink(path);
-	assert_int_equal(mkfifo(path, 0600), 0);
-	assert_int_equal(hs_tls_preload(path), 0); /* returns: nothing opened it */
-	unlink(path);
-}
-
-struct trust_race {
-	const char *file;
-	X509_STORE *store;
-};
-
-static void *trust_race_main(void *arg)
-{
-	struct trust_race *t = arg;
-
-	t->store = hs_trust_store(t->file);
-	return NULL;
-}
-
-/* Threads asking at once: one reads the file, the others wait for it. */
-static void trust_store_concurrent(void **state)
-{
-	char *file = pki_file("leaf-ec256-chain.pem");
-	struct trust_race t[8];
-	pthread_t th[8];
-
-	(void)state;
-	if (file == NULL || !hs_trust_available())
-		skip();
-	for (int i = 0; i < 8; i++) {
-		t[i].file = file;
-		assert_int_equal(pthread_create(&th[i], NULL, trust_race_main, &t[i]), 0);
-	}
-	for (int i = 0; i < 8; i++)
-		pthread_join(th[i], NULL);
-	for (int i = 0; i < 8; i++) {
-		assert_non_null(t[i].store);
-		assert_ptr_equal(t[i].store, t[0].store);
-	}
-	for (int i = 0; i < 8; i++)
-		X509_STORE_free(t[i].store);
-	free(file);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -601,9 +491,6 @@ int main(void)
 	        cmocka_unit_test(request_sent_and_secrets_never_logged),
 	        cmocka_unit_test(handle_reused_across_requests),
 	        cmocka_unit_test(proxy_bypassed_for_local_hosts),
-	        cmocka_unit_test(trust_store_read_once),
-	        cmocka_unit_test(trust_store_concurrent),
-	        cmocka_unit_test(trust_preload_skips_fifo),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
