@@ -74,7 +74,9 @@ struct conn {
 	bool close_after;
 	bool is_sign;
 	double arrived, deadline;
-	struct conn *next_held; /* the queue of held responses, by deadline */
+	struct conn *next_held;   /* the queue of held responses, by deadline */
+	struct conn *prev, *next; /* every connection (srv.conns) */
+	bool dead;                /* closed; freed after this round of events */
 };
 
 static struct {
@@ -85,6 +87,7 @@ static struct {
 	char base[128], token[65];
 	double latency;
 	struct conn *held_head, *held_tail;
+	struct conn *conns, *dead; /* open; closed, to free (the `next` links) */
 	struct {
 		long sign, cert_get, cert_get_unauth, token, connections, requests, in_flight,
 		        peak_in_flight, other;
@@ -320,8 +323,12 @@ static void route(struct reply *r, const char *method, char *target, const char 
 
 /* --------------------------------------------------------- connections */
 
+/* Closes c; the memory is freed by conn_reap() once no event of the
+ * current round can refer to it any more. */
 static void conn_close(struct conn *c)
 {
+	if (c->dead)
+		return;
 	if (c->held) /* unlink from the queue */
 		for (struct conn **pp = &srv.held_head, *prev = NULL; *pp != NULL;
 		     prev = *pp, pp = &(*pp)->next_held)
@@ -333,10 +340,28 @@ static void conn_close(struct conn *c)
 				break;
 			}
 	epoll_ctl(srv.ep, EPOLL_CTL_DEL, c->fd, NULL);
-	SSL_free(c->ssl);
 	close(c->fd);
-	free(c->out);
-	free(c);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		srv.conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->dead = true;
+	c->next = srv.dead;
+	srv.dead = c;
+}
+
+static void conn_reap(void)
+{
+	while (srv.dead != NULL) {
+		struct conn *c = srv.dead;
+
+		srv.dead = c->next;
+		SSL_free(c->ssl);
+		free(c->out);
+		free(c);
+	}
 }
 
 static void arm_timer(void)
@@ -552,6 +577,8 @@ static bool conn_progress(struct conn *c)
 
 static void conn_event(struct conn *c, uint32_t events)
 {
+	if (c->dead)
+		return;
 	if ((events & (EPOLLERR | EPOLLHUP)) || !conn_progress(c))
 		conn_close(c);
 }
@@ -574,6 +601,10 @@ static void accept_all(void)
 				die("SSL_new failed");
 		}
 		srv.st.connections++;
+		c->next = srv.conns;
+		if (srv.conns != NULL)
+			srv.conns->prev = c;
+		srv.conns = c;
 		ev.data.ptr = c;
 		epoll_ctl(srv.ep, EPOLL_CTL_ADD, fd, &ev);
 	}
@@ -745,10 +776,22 @@ int main(int argc, char **argv)
 				release_due();
 			else if (tag == &tag_stdin) {
 				if (read(0, buf, sizeof(buf)) <= 0)
-					return 0;
+					goto out;
 			} else {
 				conn_event(tag, ev[i].events);
 			}
 		}
+		conn_reap();
 	}
+out:
+	while (srv.conns != NULL)
+		conn_close(srv.conns);
+	conn_reap();
+	SSL_CTX_free(srv.tls);
+	EVP_PKEY_free(srv.sign_key);
+	free(srv.cer_b64);
+	close(srv.tfd);
+	close(srv.ep);
+	close(srv.lfd);
+	return 0;
 }
