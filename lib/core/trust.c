@@ -293,7 +293,7 @@ static bool trust_load_file(X509_STORE *store, const char *file)
 	return true;
 }
 
-static X509_STORE *trust_load(const char *ca_file)
+X509_STORE *hs_trust_load(const char *ca_file)
 {
 	X509_STORE *store = X509_STORE_new();
 	const char *file = ca_file ? ca_file : trust_defaults.file;
@@ -338,7 +338,7 @@ X509_STORE *hs_trust_store(const char *ca_file)
 	trust_cache.loading = true;
 	pthread_mutex_unlock(&trust_cache.lock);
 
-	store = trust_load(ca_file);
+	store = hs_trust_load(ca_file);
 	copy = trust_strdup(ca_file, &ok);
 
 	pthread_mutex_lock(&trust_cache.lock);

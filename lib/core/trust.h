@@ -35,6 +35,11 @@ bool hs_trust_available(void);
  * bundle), reading it unless cached; NULL if it cannot be read. */
 X509_STORE *hs_trust_store(const char *ca_file);
 
+/* A new store for ca_file (NULL: the built-in bundle), read now and not
+ * cached: what hs_trust_store() caches (and the fuzzer reads). Call
+ * hs_trust_available() first. NULL if it cannot be read. */
+X509_STORE *hs_trust_load(const char *ca_file);
+
 /* The file hs_trust_store(ca_file) reads, for messages (static or ca_file). */
 const char *hs_trust_file_name(const char *ca_file);
 
