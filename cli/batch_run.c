@@ -3,6 +3,8 @@
  * hs_batch_sign() with progress output, handles SIGINT/SIGTERM (stop
  * starting files, let those in flight finish) and writes the report.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,23 +17,90 @@
  * it. */
 static volatile sig_atomic_t batch_interrupted;
 
+/*
+ * Inputs are checked on up to CHECK_THREADS threads: a check opens and
+ * probes the file, which waits for the disk when the cache is cold, and
+ * even warm, 10,000 inputs took ~0.1 s on one thread. Errors are kept per
+ * input and printed afterwards, in input order.
+ */
+#define CHECK_THREADS      8
+#define CHECK_PARALLEL_MIN 64 /* fewer inputs: checked on the calling thread */
+#define CHECK_BATCH        16 /* inputs a thread takes at a time */
+
+struct check_run {
+	const struct cli_inputs *in;
+	const char **formats;
+	int *codes;  /* codes[i] < 0: input i failed, with message msgs[i] */
+	char **msgs; /* strdup'ed; NULL: the code's description */
+	atomic_size_t next;
+};
+
+static void check_range(struct hs_ctx *ctx, struct check_run *c)
+{
+	size_t n = c->in->n, i;
+
+	while ((i = atomic_fetch_add(&c->next, CHECK_BATCH)) < n) {
+		size_t end = n - i < CHECK_BATCH ? n : i + CHECK_BATCH;
+
+		for (; i < end; i++) {
+			hs_ctx_clear_error(ctx);
+			if (hs_file_format(ctx, c->in->paths[i], &c->formats[i]) < 0) {
+				c->codes[i] = hs_ctx_error(ctx) < 0 ? hs_ctx_error(ctx) : HS_ERR_IO;
+				c->msgs[i] = strdup(hs_ctx_message(ctx));
+			}
+		}
+	}
+}
+
+static void *check_main(void *arg)
+{
+	struct hs_ctx *ctx = NULL;
+
+	if (hs_ctx_new(&ctx) < 0)
+		return NULL; /* the other threads check the rest */
+	hs_ctx_set_log(ctx, cli_log, NULL);
+	check_range(ctx, arg);
+	hs_ctx_free(ctx);
+	return NULL;
+}
+
 int cli_batch_check(struct hs_ctx *ctx, const struct cli_inputs *in, const char ***formats)
 {
+	struct check_run c = {.in = in};
+	pthread_t th[CHECK_THREADS - 1];
+	int started = 0, r = 0;
 	size_t bad = 0;
 
 	*formats = calloc(in->n + 1, sizeof(**formats));
-	if (*formats == NULL) {
+	c.codes = calloc(in->n + 1, sizeof(*c.codes));
+	c.msgs = calloc(in->n + 1, sizeof(*c.msgs));
+	if (*formats == NULL || c.codes == NULL || c.msgs == NULL) {
 		cli_error("out of memory");
-		return EXIT_ALL_FAILED;
+		r = EXIT_ALL_FAILED;
+		goto out;
 	}
+	c.formats = *formats;
+	atomic_init(&c.next, 0);
+	if (in->n >= CHECK_PARALLEL_MIN)
+		while (started < CHECK_THREADS - 1 &&
+		       pthread_create(&th[started], NULL, check_main, &c) == 0)
+			started++;
+	check_range(ctx, &c);
+	while (started > 0)
+		pthread_join(th[--started], NULL);
 	for (size_t i = 0; i < in->n; i++) {
-		hs_ctx_clear_error(ctx);
-		if (hs_file_format(ctx, in->paths[i], &(*formats)[i]) < 0) {
-			cli_error_ctx(ctx, in->paths[i]);
+		if (c.codes[i] < 0) {
+			cli_error_path(in->paths[i], c.codes[i], c.msgs[i]);
 			bad++;
 		}
 	}
-	return bad == 0 ? 0 : EXIT_ALL_FAILED;
+	r = bad == 0 ? 0 : EXIT_ALL_FAILED;
+out:
+	for (size_t i = 0; c.msgs != NULL && i < in->n; i++)
+		free(c.msgs[i]);
+	free(c.msgs);
+	free(c.codes);
+	return r;
 }
 
 static size_t batch_count(const struct hs_batch_item *items, size_t n, enum hs_batch_state s)

@@ -81,6 +81,9 @@ int cli_print_completion(const struct cli_cmd *cmds, size_t n, const char *shell
 void cli_error(const char *fmt, ...) HS_PRINTF(1, 2);
 /* Prints the context's error for `path`, without repeating the path. */
 void cli_error_ctx(const struct hs_ctx *ctx, const char *path);
+/* The same for an error kept from a context: its code and message (NULL
+ * or empty: the code's description). */
+void cli_error_path(const char *path, int code, const char *msg);
 
 /* Verbosity: -q 0, default 1, -v 2. */
 extern int cli_verbosity;

@@ -19,18 +19,22 @@ void cli_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-void cli_error_ctx(const struct hs_ctx *ctx, const char *path)
+void cli_error_path(const char *path, int code, const char *msg)
 {
-	const char *msg = hs_ctx_message(ctx);
 	size_t n = strlen(path);
 
-	if (*msg == '\0')
-		msg = hs_strerror(hs_ctx_error(ctx));
+	if (msg == NULL || *msg == '\0')
+		msg = hs_strerror(code);
 	/* Library messages about a file usually start with its path. */
 	if (strncmp(msg, path, n) == 0 && msg[n] == ':')
 		cli_error("%s", msg);
 	else
 		cli_error("%s: %s", path, msg);
+}
+
+void cli_error_ctx(const struct hs_ctx *ctx, const char *path)
+{
+	cli_error_path(path, hs_ctx_error(ctx), hs_ctx_message(ctx));
 }
 
 void cli_log(enum hs_log_level level, const char *msg, void *userdata)

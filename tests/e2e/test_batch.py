@@ -163,6 +163,28 @@ class TestLocalBatch(BatchCase):
         for p, h in zip(files, before):
             self.assertNotEqual(sha256_file(p), h)
 
+    def test_many_inputs_checked_in_parallel_report_in_order(self):
+        # 150 inputs are checked on several threads; the errors still come
+        # one line per bad input, in the order the inputs were given.
+        files = self.make_files(150)
+        bad_at = (5, 77, 149)
+        for i in bad_at:
+            with open(files[i], "wb") as f:
+                f.write(b"MZ" + b"\0" * (10 + i))
+        before = [sha256_file(p) for p in files]
+        r = self.local_sign(*files)
+        self.assertRc(r, 2)
+        err = lines(r.stderr)
+        self.assertEqual(len(err), 4, err)
+        for line, i in zip(err, bad_at):
+            self.assertIn(os.path.basename(files[i]), line)
+        self.assertIn("nothing signed: 3 input(s)", err[3])
+        self.assertEqual([sha256_file(p) for p in files], before)
+        r = self.local_sign("-coe", "-q", *files)
+        self.assertRc(r, 1)
+        changed = [sha256_file(p) != h for p, h in zip(files, before)]
+        self.assertEqual([i for i, c in enumerate(changed) if not c], list(bad_at))
+
     def test_failure_stops_batch_unless_coe(self):
         files = self.make_files(12)
         before = [sha256_file(p) for p in files]
