@@ -18,6 +18,11 @@ int hs_file_open(struct hs_ctx *ctx, struct hs_file *f, const char *path)
 	memset(f, 0, sizeof(*f));
 	f->fd = -1;
 	f->path = path;
+	/* Opening a FIFO for reading waits for a writer, possibly for ever:
+	 * what is not a regular file is refused before it is opened (and
+	 * after, in case the path changed in between). */
+	if (hs_os_stat(path, &st) == 0 && !st.regular)
+		return hs_error_set(ctx, HS_ERR_IO, "%s: not a regular file", path);
 	f->fd = hs_os_open_read(path);
 	if (f->fd < 0)
 		return hs_error_set(ctx, errno == ENOENT ? HS_ERR_NOTFOUND : HS_ERR_IO,

@@ -8,8 +8,10 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -185,6 +187,18 @@ class TestLocalBatch(BatchCase):
         changed = [sha256_file(p) != h for p, h in zip(files, before)]
         self.assertEqual([i for i, c in enumerate(changed) if not c], list(bad_at))
 
+    def test_fifo_input_refused_without_waiting(self):
+        # Opening a named pipe for reading waits for a writer: an input that
+        # is not a regular file is refused before it is opened.
+        fifo = self.path("pipe.exe")
+        os.mkfifo(fifo)
+        for cmd in (["sign", *key_args()], ["verify", "--ca-file", ROOT_CA]):
+            t0 = time.monotonic()
+            r = run([HSMSIGN, *cmd, fifo], timeout=30)
+            self.assertLess(time.monotonic() - t0, 10)
+            self.assertRc(r, 2)
+            self.assertIn(b"not a regular file", r.stderr)
+
     def test_failure_stops_batch_unless_coe(self):
         files = self.make_files(12)
         before = [sha256_file(p) for p in files]
@@ -306,6 +320,69 @@ class EmulatorBatchCase(SharedEmulator, BatchCase):
         """The most sign requests the emulator had in flight at once."""
         spans = [(e["t"], e["t"] + e["ms"] / 1000.0) for e in self.sign_log()]
         return max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans)
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never
+    answers: a vault (and identity endpoint) that hangs."""
+
+    def __init__(self, test):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+        test.addCleanup(self.stop)
+
+    def accept(self):
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class TestEarlyKeyOpen(BatchCase):
+    """A remote key is opened while the inputs are checked."""
+
+    def test_bad_input_does_not_wait_for_a_hanging_vault(self):
+        # The key is still opening (the vault never answers) when an input
+        # fails its check: the run ends at once with the input's error,
+        # not after the HTTP timeouts, and says nothing of the vault.
+        srv = SilentServer(self)
+        url = "https://127.0.0.1:%d" % srv.port
+        # Enough inputs that checking them outlasts the first connection.
+        files = self.make_files(1000)
+        bad = self.path("in/not-a-pe.exe")
+        with open(bad, "wb") as f:
+            f.write(b"MZ" + b"\0" * 10)
+        secret = self.path("secret.txt")
+        with open(secret, "w") as f:
+            f.write("s3cret\n")
+        before = [sha256_file(p) for p in files]
+        env = {k: "" for k in SCRUB}
+        env.update({"AZURE_AUTHORITY_HOST": url, "IMDS_ENDPOINT": "http://127.0.0.1:9",
+                    "XDG_CACHE_HOME": self.path("cache")})
+        t0 = time.monotonic()
+        r = run([HSMSIGN, "sign", "-kvu", url, "-kvc", "codesign", "-kvi", SECRET_ID, "-kvt",
+                 "72f988bf-86f1-41af-91ab-2d7cd011db47", "-kvs", "file:" + secret,
+                 *files[:500], bad, *files[500:]], env=env, timeout=120)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertRc(r, 2)
+        err = lines(r.stderr)
+        self.assertEqual(len(err), 2, err)
+        self.assertIn("not-a-pe.exe", err[0])
+        self.assertIn("nothing signed: 1 input(s)", err[1])
+        self.assertEqual([sha256_file(p) for p in files], before)
+        time.sleep(0.5)  # the kernel queued the connection; accept() may lag
+        self.assertTrue(srv.conns, "the key was not being opened during the check")
 
 
 class TestVaultBatch(EmulatorBatchCase):
