@@ -11,8 +11,9 @@
  * arrived (a timerfd, nanoseconds), on one epoll loop with non-blocking
  * OpenSSL, so that what the benchmark measures beyond the ideal is the
  * client's. Written here rather than taken from a library: it is bench
- * infrastructure of ~500 lines on the libraries hsmsign already links
- * (OpenSSL, jansson), and no packaged server injects latency per call.
+ * infrastructure of ~500 lines on what hsmsign already has (OpenSSL,
+ * jansson, libhsmsign's base64), and no packaged server injects latency
+ * per call.
  *
  * It serves, on 127.0.0.1 only (the same routes and JSON as the Python one):
  *   POST /{tenant}/oauth2/v2.0/token        a bearer token (any secret)
@@ -54,6 +55,8 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+
+#include "core/codec.h"
 
 #define TENANT     "72f988bf-86f1-41af-91ab-2d7cd011db47"
 #define RESOURCE   "https://vault.azure.net"
@@ -112,44 +115,29 @@ static void die(const char *what)
 
 /* ------------------------------------------------------------ encoding */
 
+/* base64 (url: base64url without padding) as a NUL-terminated string,
+ * with the project's codec (lib/core/codec.c). */
 static char *b64(const unsigned char *data, size_t len, bool url)
 {
-	size_t cap = 4 * ((len + 2) / 3) + 1;
-	char *s = malloc(cap);
-	int n;
+	struct hs_buf out = {0};
 
-	if (s == NULL)
+	if (hs_base64_encode(&out, data, len, url) < 0 || hs_buf_append(&out, "", 1) < 0)
 		die("out of memory");
-	n = EVP_EncodeBlock((unsigned char *)s, data, (int)len);
-	if (url) {
-		while (n > 0 && s[n - 1] == '=')
-			n--;
-		for (int i = 0; i < n; i++)
-			s[i] = s[i] == '+' ? '-' : s[i] == '/' ? '_' : s[i];
-	}
-	s[n] = '\0';
-	return s;
+	return (char *)out.data;
 }
 
-/* base64url without padding into out (at most cap bytes); -1 if invalid. */
+/* Decodes base64url into out (at most cap bytes); -1 if invalid. */
 static int b64url_decode(const char *text, unsigned char *out, size_t cap)
 {
-	size_t n = strlen(text), padded = (n + 3) / 4 * 4;
-	unsigned char buf[256], tmp[256];
-	int len;
+	struct hs_buf buf = {0};
+	int n = -1;
 
-	if (padded >= sizeof(buf) || padded / 4 * 3 > sizeof(tmp))
-		return -1;
-	for (size_t i = 0; i < padded; i++)
-		buf[i] = i >= n ? '=' : text[i] == '-' ? '+' : text[i] == '_' ? '/' : text[i];
-	len = EVP_DecodeBlock(tmp, buf, (int)padded);
-	if (len < 0)
-		return -1;
-	len -= (int)(padded - n); /* EVP_DecodeBlock counts padding as zeros */
-	if (len < 0 || (size_t)len > cap)
-		return -1;
-	memcpy(out, tmp, (size_t)len);
-	return len;
+	if (hs_base64_decode(&buf, text, strlen(text)) == 0 && buf.len <= cap) {
+		memcpy(out, buf.data, buf.len);
+		n = (int)buf.len;
+	}
+	hs_buf_free(&buf);
+	return n;
 }
 
 /* ------------------------------------------------------------- routes */

@@ -95,6 +95,9 @@ void cli_log(enum hs_log_level level, const char *msg, void *userdata);
  * never have to sit in argv. Returns 0 or EXIT_INVALID_ARGS.
  */
 int cli_secret_read(const char *option, const char *spec, char **out);
+/* Whether a secret spec (or an input list) names standard input: "stdin"
+ * or "-". */
+bool cli_spec_is_stdin(const char *spec);
 void cli_secret_free(char *secret);
 /* Copies a secret into wiped-on-free memory (free with cli_secret_free). */
 char *cli_secret_dup(const char *s);

@@ -718,7 +718,7 @@ static int check_args(const struct sign_args *a, int n_files)
 static int read_compat_secret(const char *option, const char *spec, char **out)
 {
 	if (strncmp(spec, "env:", 4) == 0 || strncmp(spec, "file:", 5) == 0 ||
-	    strcmp(spec, "stdin") == 0 || strcmp(spec, "-") == 0)
+	    cli_spec_is_stdin(spec))
 		return cli_secret_read(option, spec, out);
 	if (cli_verbosity >= 1)
 		cli_error("warning: %s given on the command line is visible to other processes; "
@@ -877,28 +877,23 @@ static void *tls_preload_main(void *ca_file)
 	return NULL;
 }
 
-static bool reads_stdin(const char *spec)
-{
-	return spec != NULL && (strcmp(spec, "stdin") == 0 || strcmp(spec, "-") == 0);
-}
-
 /*
  * A remote key is opened while the inputs are collected and checked:
  * opening takes the service's round trips (token, certificate), checking
- * 10,000 inputs about 0.2 s. Not when a secret or the input list comes
- * from stdin (the order they are read in is the user's), nor for
- * --sign-request or a run without inputs.
+ * 10,000 inputs about 0.2 s. Not when a secret comes from stdin: it is
+ * read after the input list, which may come from stdin too (-ifl
+ * /dev/stdin). Nor for --sign-request or a run without inputs.
  */
 static bool open_early(const struct sign_args *a, int n_operands)
 {
-	const char *const specs[] = {a->kv_secret, a->kv_token,      a->kv_cert_pass, a->gcp_token,
-	                             a->hcv_token, a->hcv_secret_id, a->input_list};
+	const char *const specs[] = {a->kv_secret, a->kv_token,  a->kv_cert_pass,
+	                             a->gcp_token, a->hcv_token, a->hcv_secret_id};
 
 	if (!is_remote_key(a) || a->sign_request != NULL ||
 	    (n_operands == 0 && a->input_list == NULL))
 		return false;
 	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
-		if (reads_stdin(specs[i]))
+		if (cli_spec_is_stdin(specs[i]))
 			return false;
 	return true;
 }

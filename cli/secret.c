@@ -72,6 +72,11 @@ char *cli_secret_dup(const char *s)
 	return d;
 }
 
+bool cli_spec_is_stdin(const char *spec)
+{
+	return spec != NULL && (strcmp(spec, "stdin") == 0 || strcmp(spec, "-") == 0);
+}
+
 int cli_secret_read(const char *option, const char *spec, char **out)
 {
 	*out = NULL;
@@ -85,7 +90,7 @@ int cli_secret_read(const char *option, const char *spec, char **out)
 		*out = cli_secret_dup(v);
 	} else if (strncmp(spec, "file:", 5) == 0) {
 		*out = read_file_secret(spec + 5);
-	} else if (strcmp(spec, "stdin") == 0 || strcmp(spec, "-") == 0) {
+	} else if (cli_spec_is_stdin(spec)) {
 		*out = read_stdin_secret();
 	} else {
 		/* Never echo `spec`: it may be the secret itself. */

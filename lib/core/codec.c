@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/asn1.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "codec.h"
@@ -90,4 +92,24 @@ char *hs_b64url(const unsigned char *data, size_t len)
 	}
 	hs_buf_detach(&b, &s, &n);
 	return (char *)s;
+}
+
+bool hs_der_next(const uint8_t **p, const uint8_t *end, struct hs_der_item *it)
+{
+	const unsigned char *q = *p;
+	long len;
+	int tag, xclass, ret;
+
+	if (*p >= end)
+		return false;
+	ret = ASN1_get_object(&q, &len, &tag, &xclass, end - *p);
+	if ((ret & 0x80) || (ret & 0x01) || len < 0 || len > end - q) {
+		ERR_clear_error();
+		return false;
+	}
+	it->tag = **p;
+	it->c = q;
+	it->len = (size_t)len;
+	*p = q + len;
+	return true;
 }

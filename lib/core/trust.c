@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "codec.h"
 #include "core.h"
 #include "http.h"
 #include "platform.h"
@@ -109,36 +110,26 @@ static void trust_file_free(struct trust_file *tf)
 	free(tf);
 }
 
-/* Reads one DER header at *p, bounded by end; definite lengths only. */
-static bool der_header(const unsigned char **p, const unsigned char *end, long *len, int *cls)
-{
-	int tag, rc;
-
-	if (*p >= end)
-		return false;
-	rc = ASN1_get_object(p, len, &tag, cls, end - *p);
-	return (rc & 0x81) == 0 && *len >= 0 && *len <= end - *p;
-}
-
 /* The subject of a DER certificate, the rest left undecoded:
  * Certificate ::= SEQUENCE { tbsCertificate ::= SEQUENCE { [0] version
  * OPTIONAL, serialNumber, signature, issuer, validity, subject, ... }}. */
 static X509_NAME *der_cert_subject(const unsigned char *der, long der_len)
 {
-	const unsigned char *p = der, *end = der + der_len, *q;
-	long len;
-	int cls;
+	const uint8_t *p = der, *end = der + der_len;
+	struct hs_der_item cert, tbs, field;
 
-	if (!der_header(&p, end, &len, &cls) || !der_header(&p, end, &len, &cls))
+	if (!hs_der_next(&p, end, &cert))
 		return NULL;
-	end = p + len;
-	for (int field = 0; field < 5; field++) {
-		q = p;
-		if (!der_header(&q, end, &len, &cls))
+	p = cert.c;
+	if (!hs_der_next(&p, cert.c + cert.len, &tbs))
+		return NULL;
+	p = tbs.c;
+	end = tbs.c + tbs.len;
+	for (int i = 0; i < 5; i++) {
+		if (!hs_der_next(&p, end, &field))
 			return NULL;
-		if (field == 0 && cls != V_ASN1_CONTEXT_SPECIFIC)
-			field++; /* no version: this is the serial number */
-		p = q + len;
+		if (i == 0 && field.tag != 0xa0)
+			i++; /* no [0] version: this was the serial number */
 	}
 	return d2i_X509_NAME(NULL, &p, end - p);
 }

@@ -24,6 +24,7 @@
 #include <openssl/err.h>
 
 #include "authenticode/asn1.h"
+#include "core/codec.h"
 #include "formats/catalog.h"
 #include "formats/format.h"
 
@@ -396,34 +397,6 @@ out:
 
 /* --- looking up ------------------------------------------------------- */
 
-/* One TLV of a DER walk over [p, end). */
-struct der_item {
-	uint8_t tag;
-	const uint8_t *c; /* contents */
-	size_t len;
-};
-
-/* Reads the next TLV at *p; false at the end or when malformed. */
-static bool der_next(const uint8_t **p, const uint8_t *end, struct der_item *it)
-{
-	const unsigned char *q = *p;
-	long len;
-	int tag, xclass, ret;
-
-	if (*p >= end)
-		return false;
-	ret = ASN1_get_object(&q, &len, &tag, &xclass, end - *p);
-	if ((ret & 0x80) || (ret & 0x01) || len < 0 || len > end - q) {
-		ERR_clear_error();
-		return false;
-	}
-	it->tag = **p;
-	it->c = q;
-	it->len = (size_t)len;
-	*p = q + len;
-	return true;
-}
-
 /* Digests of the file computed so far, one per algorithm. */
 struct cat_lookup {
 	const char *file;
@@ -461,23 +434,23 @@ static int cat_member_matches(struct hs_ctx *ctx, struct cat_lookup *lk, const u
 
 /* Walks Member ::= SEQUENCE { tag, SET OF Attribute } for the indirect
  * data attribute. */
-static int cat_member_lookup(struct hs_ctx *ctx, struct cat_lookup *lk, const struct der_item *mem,
-                             int *match)
+static int cat_member_lookup(struct hs_ctx *ctx, struct cat_lookup *lk,
+                             const struct hs_der_item *mem, int *match)
 {
 	const uint8_t *p = mem->c, *end = mem->c + mem->len, *q;
-	struct der_item tag, set, attr, oid, vals, val;
+	struct hs_der_item tag, set, attr, oid, vals, val;
 	int r = 0;
 
-	if (!der_next(&p, end, &tag) || !der_next(&p, end, &set) || set.tag != 0x31)
+	if (!hs_der_next(&p, end, &tag) || !hs_der_next(&p, end, &set) || set.tag != 0x31)
 		return 0;
-	for (p = set.c; r == 0 && !*match && der_next(&p, set.c + set.len, &attr);) {
+	for (p = set.c; r == 0 && !*match && hs_der_next(&p, set.c + set.len, &attr);) {
 		q = attr.c;
-		if (!der_next(&q, attr.c + attr.len, &oid) || oid.tag != 0x06 ||
+		if (!hs_der_next(&q, attr.c + attr.len, &oid) || oid.tag != 0x06 ||
 		    oid.len != sizeof(oid_indirect) || memcmp(oid.c, oid_indirect, oid.len) != 0 ||
-		    !der_next(&q, attr.c + attr.len, &vals))
+		    !hs_der_next(&q, attr.c + attr.len, &vals))
 			continue;
 		q = vals.c;
-		if (der_next(&q, vals.c + vals.len, &val)) /* the TLV is [vals.c, q) */
+		if (hs_der_next(&q, vals.c + vals.len, &val)) /* the TLV is [vals.c, q) */
 			r = cat_member_matches(ctx, lk, vals.c, (size_t)(q - vals.c), match);
 	}
 	return r;
@@ -487,22 +460,22 @@ static int cat_lookup_ctl(struct hs_ctx *ctx, struct cat_lookup *lk, const ASN1_
                           int *listed)
 {
 	const uint8_t *p = ctl->data, *end = ctl->data + ctl->length;
-	struct der_item top, item, mem;
+	struct hs_der_item top, item, mem;
 	int r = 0;
 
-	if (!der_next(&p, end, &top))
+	if (!hs_der_next(&p, end, &top))
 		return hs_error_set(ctx, HS_ERR_FORMAT, "malformed catalog CTL");
 	p = top.c;
 	/* An explicit version (INTEGER) may precede the five usual fields. */
 	for (int i = 0; i < 5; i++) {
-		if (!der_next(&p, top.c + top.len, &item))
+		if (!hs_der_next(&p, top.c + top.len, &item))
 			return 0; /* no members */
 		if (i == 0 && item.tag == 0x02)
 			i--;
 	}
 	if (item.tag != 0x30)
 		return hs_error_set(ctx, HS_ERR_FORMAT, "malformed catalog member list");
-	for (p = item.c; r == 0 && !*listed && der_next(&p, item.c + item.len, &mem);)
+	for (p = item.c; r == 0 && !*listed && hs_der_next(&p, item.c + item.len, &mem);)
 		if (mem.tag == 0x30)
 			r = cat_member_lookup(ctx, lk, &mem, listed);
 	return r;
