@@ -8,7 +8,7 @@ include(GNUInstallDirs)
 # archive) rather than compiled a second time; everything is PIC for that.
 add_library(hsmsign_shared SHARED cmake/empty.c)
 target_link_libraries(hsmsign_shared PRIVATE "$<LINK_LIBRARY:WHOLE_ARCHIVE,hsmsign>")
-target_link_libraries(hsmsign_shared PUBLIC OpenSSL::Crypto OpenSSL::SSL PkgConfig::CURL
+target_link_libraries(hsmsign_shared PUBLIC OpenSSL::Crypto OpenSSL::SSL ${HSMSIGN_CURL_LINK}
                       PkgConfig::JANSSON Threads::Threads ZLIB::ZLIB ${CMAKE_DL_LIBS})
 set_target_properties(hsmsign_shared PROPERTIES OUTPUT_NAME hsmsign
                       VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})

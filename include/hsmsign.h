@@ -51,7 +51,7 @@ struct hs_version_info {
 	const char *version;      /* HS_VERSION */
 	const char *git_revision; /* at configure time; "unknown" outside git */
 	const char *openssl;      /* e.g. "3.0.17" */
-	const char *curl;         /* e.g. "7.88.1" */
+	const char *curl;         /* e.g. "7.88.1"; "not loadable" if it cannot be */
 	const char *jansson;      /* e.g. "2.14" */
 };
 HS_API void hs_version_get(struct hs_version_info *out);

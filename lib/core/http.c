@@ -7,13 +7,13 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "curl_api.h"
 #include "http.h"
 #include "ratelimit.h"
 #include "trust.h"
@@ -97,17 +97,45 @@ struct http_url {
 };
 
 static pthread_once_t http_global_once = PTHREAD_ONCE_INIT;
-static CURLcode http_global_status = CURLE_FAILED_INIT;
+static bool http_global_ok;
+static char http_global_why[600];
 
 static void http_global_init(void)
 {
-	http_global_status = curl_global_init(CURL_GLOBAL_DEFAULT);
+	char why[512];
+	CURLcode rc;
+
+	if (!hs_curl_api_load(why, sizeof(why))) {
+		snprintf(http_global_why, sizeof(http_global_why),
+		         "libcurl could not be loaded: %s (install libcurl, on Debian libcurl4)",
+		         why);
+		return;
+	}
+	if ((rc = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
+		snprintf(http_global_why, sizeof(http_global_why),
+		         "libcurl initialisation failed: %s", curl_easy_strerror(rc));
+		return;
+	}
+	http_global_ok = true;
 }
 
 bool hs_http_global_init(void)
 {
 	pthread_once(&http_global_once, http_global_init);
-	return http_global_status == CURLE_OK;
+	return http_global_ok;
+}
+
+const char *hs_http_global_error(void)
+{
+	pthread_once(&http_global_once, http_global_init);
+	return http_global_ok ? NULL : http_global_why;
+}
+
+int hs_http_ready(struct hs_ctx *ctx)
+{
+	if (hs_http_global_init())
+		return 0;
+	return hs_error_set(ctx, HS_ERR_UNSUPPORTED, "%s", http_global_why);
 }
 
 static long http_now_ms(void)
@@ -415,9 +443,8 @@ int hs_http_new(struct hs_ctx *ctx, struct hs_http **out, const struct hs_http_c
 	*out = NULL;
 	if (cfg == NULL)
 		cfg = &defaults;
-	if (!hs_http_global_init())
-		return hs_error_set(ctx, HS_ERR_NETWORK, "libcurl initialisation failed: %s",
-		                    curl_easy_strerror(http_global_status));
+	if ((r = hs_http_ready(ctx)) < 0)
+		return r;
 	if ((http = calloc(1, sizeof(*http))) == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
 	ca_file = hs_trust_ca_file(cfg->ca_file);
@@ -536,7 +563,8 @@ bool hs_http_is_loopback_url(const char *url)
 	struct http_url parts;
 	char scheme[16];
 
-	if (url == NULL || !http_url_parts(url, &parts, scheme, sizeof(scheme)))
+	if (url == NULL || !hs_http_global_init() ||
+	    !http_url_parts(url, &parts, scheme, sizeof(scheme)))
 		return false;
 	if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
 		return false;
@@ -547,7 +575,7 @@ char *hs_http_urlencode(const char *s)
 {
 	char *escaped, *copy;
 
-	if (s == NULL || strlen(s) > INT32_MAX)
+	if (s == NULL || strlen(s) > INT32_MAX || !hs_http_global_init())
 		return NULL;
 	escaped = curl_easy_escape(NULL, s, (int)strlen(s));
 	if (escaped == NULL)

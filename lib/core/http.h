@@ -95,13 +95,25 @@ void hs_http_response_free(struct hs_http_response *resp);
 /* Requests sent so far (every attempt, retries included). */
 unsigned long hs_http_request_count(struct hs_http *http);
 
-/* libcurl's global initialisation, once per process; false if it failed. */
+/* Loads libcurl where it is loaded on first use (curl_api.h) and runs its
+ * global initialisation, once per process; false if either failed, with
+ * the one-line reason from hs_http_global_error(). Everything in this file
+ * calls it first; hs_http_new() fails with HS_ERR_UNSUPPORTED and that
+ * reason. */
 bool hs_http_global_init(void);
+/* NULL when hs_http_global_init() succeeds, else why it did not (static). */
+const char *hs_http_global_error(void);
+/* hs_http_global_init() as an error: 0, or HS_ERR_UNSUPPORTED with the
+ * reason in ctx. Key providers call it before checking an endpoint's
+ * scheme, so that a missing libcurl is not reported as a bad URL. */
+int hs_http_ready(struct hs_ctx *ctx);
 
-/* True for http(s) URLs whose host is loopback. */
+/* True for http(s) URLs whose host is loopback (false, too, when libcurl
+ * cannot be loaded: hs_http_new() then says why). */
 bool hs_http_is_loopback_url(const char *url);
 
-/* Percent-encodes s for a query string or form body; free() the result. */
+/* Percent-encodes s for a query string or form body; free() the result.
+ * NULL when out of memory or libcurl cannot be loaded. */
 char *hs_http_urlencode(const char *s);
 
 #endif /* HS_HTTP_H */

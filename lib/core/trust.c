@@ -3,12 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "codec.h"
 #include "core.h"
+#include "curl_api.h"
 #include "http.h"
 #include "platform.h"
 #include "trust.h"

@@ -2,10 +2,10 @@
  * baked in at configure time (cmake/install.cmake), and the versions of the
  * libraries actually loaded at run time, which may differ from the headers
  * we were built against. */
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include "curl_api.h"
 #include "hsmsign.h"
 
 #ifndef HSMSIGN_GIT_REVISION
@@ -14,11 +14,13 @@
 
 void hs_version_get(struct hs_version_info *out)
 {
-	const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+	/* Where libcurl is loaded on first use, this loads it. */
+	const curl_version_info_data *curl =
+	        hs_curl_api_load(NULL, 0) ? curl_version_info(CURLVERSION_NOW) : NULL;
 
 	out->version = HS_VERSION;
 	out->git_revision = HSMSIGN_GIT_REVISION;
 	out->openssl = OpenSSL_version(OPENSSL_VERSION_STRING);
-	out->curl = curl ? curl->version : "unknown";
+	out->curl = curl ? curl->version : "not loadable";
 	out->jansson = jansson_version_str();
 }

@@ -688,6 +688,7 @@ static int build_chain(struct hs_ctx *ctx, struct akv_key *k, const struct hs_az
 static int parse_vault_url(struct hs_ctx *ctx, struct akv_key *k, const struct hs_azure_key_opts *o)
 {
 	size_t n;
+	int r;
 
 	if (o->vault_url == NULL || strncmp(o->vault_url, "http", 4) != 0)
 		return hs_error_set(ctx, HS_ERR_INVALID,
@@ -700,6 +701,8 @@ static int parse_vault_url(struct hs_ctx *ctx, struct akv_key *k, const struct h
 	k->vault_host = url_host(k->vault_url);
 	if (k->vault_host == NULL)
 		return hs_error_set(ctx, HS_ERR_INVALID, "bad vault URL '%s'", o->vault_url);
+	if ((r = hs_http_ready(ctx)) < 0)
+		return r;
 	k->loopback = hs_http_is_loopback_url(k->vault_url);
 	if (!k->loopback && strncmp(k->vault_url, "https://", 8) != 0)
 		return hs_error_set(ctx, HS_ERR_INVALID, "the vault URL must use https://");

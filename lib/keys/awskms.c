@@ -423,6 +423,7 @@ static int kms_endpoint(struct hs_ctx *ctx, struct kms_key *k, const struct hs_a
 	const char *e = o->endpoint ? o->endpoint : getenv("AWS_ENDPOINT_URL_KMS");
 	const char *host;
 	size_t n;
+	int r;
 
 	if (e == NULL || *e == '\0')
 		e = getenv("AWS_ENDPOINT_URL");
@@ -432,6 +433,8 @@ static int kms_endpoint(struct hs_ctx *ctx, struct kms_key *k, const struct hs_a
 		k->endpoint = hs_strprintf("https://kms.%s.amazonaws.com", k->region);
 	if (k->endpoint == NULL)
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
+	if ((r = hs_http_ready(ctx)) < 0)
+		return r;
 	host = strstr(k->endpoint, "://");
 	if (host == NULL ||
 	    (strncmp(k->endpoint, "https://", 8) != 0 && !hs_http_is_loopback_url(k->endpoint)))

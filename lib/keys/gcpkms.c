@@ -408,6 +408,7 @@ static int gcp_copy_opts(struct hs_ctx *ctx, struct gcp_key *k, const struct hs_
 	const char *ep =
 	        o->endpoint ? o->endpoint : getenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDKMS");
 	size_t n;
+	int r;
 
 	k->endpoint = strdup(ep && *ep ? ep : GCP_KMS_URL);
 	if (k->endpoint == NULL ||
@@ -421,6 +422,8 @@ static int gcp_copy_opts(struct hs_ctx *ctx, struct gcp_key *k, const struct hs_
 		k->endpoint[--n] = '\0';
 	if (n >= 3 && strcmp(k->endpoint + n - 3, "/v1") == 0)
 		k->endpoint[n - 3] = '\0';
+	if ((r = hs_http_ready(ctx)) < 0)
+		return r;
 	if (strncmp(k->endpoint, "https://", 8) != 0 && !hs_http_is_loopback_url(k->endpoint))
 		return hs_error_set(ctx, HS_ERR_INVALID,
 		                    "the Cloud KMS endpoint must use https://: %s", k->endpoint);

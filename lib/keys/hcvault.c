@@ -419,6 +419,7 @@ static int hcv_copy_opts(struct hs_ctx *ctx, struct hcv_key *k,
 	const char *addr = o->addr ? o->addr : hcv_env("VAULT_ADDR");
 	const char *ns = o->vault_namespace ? o->vault_namespace : hcv_env("VAULT_NAMESPACE");
 	size_t n;
+	int r;
 
 	if (addr == NULL)
 		return hs_error_set(ctx, HS_ERR_INVALID,
@@ -444,6 +445,8 @@ static int hcv_copy_opts(struct hs_ctx *ctx, struct hcv_key *k,
 	if (strspn(k->mount, HCV_NAME_CHARS) != strlen(k->mount) || strstr(k->mount, "..") ||
 	    k->mount[0] == '\0')
 		return hs_error_set(ctx, HS_ERR_INVALID, "bad Vault transit mount '%s'", k->mount);
+	if ((r = hs_http_ready(ctx)) < 0)
+		return r;
 	if (strncmp(k->addr, "https://", 8) != 0 && !hs_http_is_loopback_url(k->addr))
 		return hs_error_set(ctx, HS_ERR_INVALID,
 		                    "the Vault address must use https:// (the token travels with "

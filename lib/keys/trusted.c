@@ -420,6 +420,7 @@ static int ts_parse_opts(struct hs_ctx *ctx, struct ts_key *k,
                          const struct hs_trusted_signing_key_opts *o)
 {
 	size_t n;
+	int r;
 
 	if (o->endpoint == NULL || o->account == NULL || o->profile == NULL)
 		return hs_error_set(ctx, HS_ERR_INVALID,
@@ -440,6 +441,8 @@ static int ts_parse_opts(struct hs_ctx *ctx, struct ts_key *k,
 	n = strlen(k->endpoint);
 	while (n > 0 && k->endpoint[n - 1] == '/')
 		k->endpoint[--n] = '\0';
+	if ((r = hs_http_ready(ctx)) < 0)
+		return r;
 	if (strncmp(k->endpoint, "https://", 8) != 0 && !hs_http_is_loopback_url(k->endpoint))
 		return hs_error_set(ctx, HS_ERR_INVALID,
 		                    "the Trusted Signing endpoint must use https://: %s",

@@ -14,13 +14,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gnutls/gnutls.h>
-#include <gnutls/x509.h>
-#include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "mhd_api.h"
 #include "serve_int.h"
 
 /* TLS 1.2 and 1.3 only (GnuTLS priority string). */
@@ -338,10 +336,18 @@ int hs_server_start(struct hs_ctx *ctx, struct hs_serve *s, struct hs_server **o
 	                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct MHD_OptionItem opts[16];
 	size_t n = 0;
-	char port[16];
+	char port[16], why[512];
 	int r = 0, gai;
 
 	*out = NULL;
+	if (!hs_mhd_api_load(why, sizeof(why))) {
+		free(srv);
+		serve_state_put(s, st);
+		return hs_error_set(ctx, HS_ERR_UNSUPPORTED,
+		                    "libmicrohttpd could not be loaded: %s (install libmicrohttpd, "
+		                    "on Debian libmicrohttpd12)",
+		                    why);
+	}
 	if (srv == NULL) {
 		serve_state_put(s, st);
 		return hs_error_set(ctx, HS_ERR_NOMEM, "out of memory");
