@@ -504,31 +504,33 @@ struct pe_pass {
 	struct pe_csum *csum;
 };
 
-/* Excluded fields are hashed not at all, and summed and copied as zeros:
- * embed() and remove() fill them in. */
+/*
+ * On the stream's reader thread (stream.c), right after the read: excluded
+ * fields are hashed not at all, and summed and copied as zeros (embed()
+ * and remove() fill them in); then the checksum. The checksum is summed
+ * here, not with the digest (the slowest step, which bounds the pass when
+ * the output is fast) nor with the copy (which bounds it when the disk is
+ * slower than hashing: about 0.1 s of 0.8-1.0 s per GiB on the build VM,
+ * docs/PERFORMANCE.md); the reader waits for free buffers most of a pass.
+ */
 static int pe_pass_prepare(struct hs_ctx *ctx, void *arg, uint8_t *buf, size_t n, uint64_t off)
 {
 	struct pe_pass *p = arg;
 
 	(void)ctx;
 	pe_zero_excluded(buf, n, off, p->ex);
+	pe_csum_add(p->csum, buf, n, off);
 	return 0;
 }
 
-/*
- * Checksum and copy: on the stream's writer thread (stream.c), at the same
- * time as the digest. The checksum goes here rather than with the digest,
- * which is the slowest step and bounds the pass on three or more cores.
- */
+/* The copy: on the stream's writer thread, at the same time as the digest. */
 static int pe_pass_consume(struct hs_ctx *ctx, void *arg, const uint8_t *buf, size_t n,
                            uint64_t off)
 {
 	struct pe_pass *p = arg;
 
-	pe_csum_add(p->csum, buf, n, off);
-	if (p->copy != NULL)
-		return hs_out_write(ctx, p->copy, buf, n);
-	return 0;
+	(void)off;
+	return hs_out_write(ctx, p->copy, buf, n);
 }
 
 /* The digest: on the calling thread. */
@@ -541,9 +543,15 @@ static int pe_pass_hash(struct hs_ctx *ctx, void *arg, const uint8_t *buf, size_
 	return 0;
 }
 
-static const struct hs_stream_ops pe_pass_ops = {
+/* With an output (sign, remove) and without one (verify, digest: no
+ * writer thread). */
+static const struct hs_stream_ops pe_pass_copy_ops = {
         .prepare = pe_pass_prepare,
         .consume = pe_pass_consume,
+        .hash = pe_pass_hash,
+};
+static const struct hs_stream_ops pe_pass_ops = {
+        .prepare = pe_pass_prepare,
         .hash = pe_pass_hash,
 };
 
@@ -581,7 +589,8 @@ static int pe_stream(struct hs_ctx *ctx, const struct pe_state *st, EVP_MD_CTX *
 	pe_excluded(st, pass.ex);
 	if (copy != NULL)
 		hs_out_expect(copy, end);
-	if ((r = hs_stream_file(ctx, &st->in, end, &pe_pass_ops, &pass)) < 0)
+	if ((r = hs_stream_file(ctx, &st->in, end, copy != NULL ? &pe_pass_copy_ops : &pe_pass_ops,
+	                        &pass)) < 0)
 		return r;
 	return pe_pad_image(ctx, st, md, copy, end);
 }
