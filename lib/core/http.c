@@ -85,7 +85,9 @@ struct hs_http {
 struct http_attempt {
 	struct hs_http_response *resp;
 	bool too_large;
-	long retry_after_ms; /* -1: no Retry-After header */
+	long retry_after_ms;   /* -1: no Retry-After header */
+	long connect_code;     /* a proxy's answer to CONNECT when it failed, or 0 */
+	bool proxy_tls_failed; /* the HTTPS proxy's certificate did not verify */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -726,6 +728,24 @@ fail:
 }
 
 /* One request on a borrowed easy handle; returns curl's result. */
+/* After a failed transfer: whether the proxy (HTTPS_PROXY) refused the
+ * tunnel or its certificate did not verify, so that the error names the
+ * proxy and not the server. */
+static void http_proxy_failure(CURL *curl, CURLcode rc, struct http_attempt *at)
+{
+	long code = 0, verify = 0;
+
+	at->connect_code = 0;
+	at->proxy_tls_failed = false;
+	if (rc == CURLE_OK)
+		return;
+	if (curl_easy_getinfo(curl, CURLINFO_HTTP_CONNECTCODE, &code) == CURLE_OK && code >= 300)
+		at->connect_code = code;
+	if (curl_easy_getinfo(curl, CURLINFO_PROXY_SSL_VERIFYRESULT, &verify) == CURLE_OK &&
+	    verify != 0)
+		at->proxy_tls_failed = true;
+}
+
 static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
                                   const struct hs_http_request *req, struct curl_slist *headers,
                                   long timeout_ms, struct http_attempt *at)
@@ -771,6 +791,7 @@ static CURLcode http_attempt_once(struct hs_http *http, CURL *curl,
 	at->errbuf[0] = '\0';
 	rc = http_perform(http, curl);
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &at->resp->status);
+	http_proxy_failure(curl, rc, at);
 	/* The error buffer belongs to this frame's caller: detach it. */
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
@@ -881,6 +902,23 @@ static int http_curl_error(struct hs_ctx *ctx, const struct hs_http_request *req
 		                    "%s%s%s%s: response too large (more than %zu bytes)",
 		                    req->service ? req->service : "", req->service ? " (" : "",
 		                    u->origin, req->service ? ")" : u->path, HTTP_BODY_MAX);
+	if (at->proxy_tls_failed)
+		return hs_error_set(
+		        ctx, HS_ERR_NETWORK,
+		        "TLS certificate of the proxy (HTTPS_PROXY) not trusted: %s (set "
+		        "--ca-file or SSL_CERT_FILE to add a root)",
+		        why);
+	if (at->connect_code == 407)
+		return hs_error_set(
+		        ctx, HS_ERR_AUTH,
+		        "%s: the proxy (HTTPS_PROXY) refused its credentials (HTTP 407): "
+		        "give them in the proxy URL, http://USER:PASSWORD@HOST:PORT",
+		        who);
+	if (at->connect_code >= 400 && at->connect_code < 500)
+		return hs_error_set(
+		        ctx, HS_ERR_NETWORK,
+		        "%s: the proxy (HTTPS_PROXY) refused the tunnel to %s (HTTP %ld)", who,
+		        u->host, at->connect_code);
 	if (http_tls_trust_error(rc))
 		return hs_error_set(ctx, HS_ERR_NETWORK,
 		                    "TLS certificate of %s not trusted: %s (set --ca-file or "
@@ -953,8 +991,11 @@ int hs_http_send(struct hs_ctx *ctx, struct hs_http *http, const struct hs_http_
 			hs_log(ctx, HS_LOG_DEBUG, "%s %s%s -> %s (attempt %d, %ld ms)",
 			       req->method ? req->method : "GET", u.origin, u.path,
 			       curl_easy_strerror(rc), attempt, elapsed);
-		retryable = rc == CURLE_OK ? http_retryable_status(req, resp)
-		                           : !at.too_large && http_retryable_curl(rc);
+		/* A proxy that refuses the tunnel (4xx) will refuse it again. */
+		retryable = rc == CURLE_OK
+		                    ? http_retryable_status(req, resp)
+		                    : !at.too_large && http_retryable_curl(rc) &&
+		                              (at.connect_code < 400 || at.connect_code >= 500);
 		if (!retryable)
 			break;
 		wait_ms = http_backoff_ms(http, attempt, at.retry_after_ms);

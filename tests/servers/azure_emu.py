@@ -415,7 +415,9 @@ class Emulator:
                         keys["tls-ca"], key_usage="tls",
                         eku=[ExtendedKeyUsageOID.SERVER_AUTH],
                         san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                             x509.DNSName("localhost")])
+                             x509.DNSName("localhost"),
+                             # Vault names behind a test proxy (connect_proxy.py)
+                             x509.DNSName("*.hsmsign.test")])
         self.tls_ca = os.path.join(d, "tls-ca.pem")
         write_file(self.tls_ca, pem_cert(ca))
         self.tls_cert = os.path.join(d, "tls-server.pem")
@@ -1317,8 +1319,18 @@ class Handler(emu_base.FaultMixin, http.server.BaseHTTPRequestHandler):
                     what[1], ident, thing))
         return vk
 
+    def vault_url(self):
+        """The vault's URL as the client named it: a name under
+        .hsmsign.test when it came through tests/servers/connect_proxy.py
+        (key ids must start with the vault URL the client uses), else the
+        emulator's own."""
+        host = self.headers.get("Host") or ""
+        if host.partition(":")[0].endswith(".hsmsign.test"):
+            return "https://" + host
+        return self.emu.https_url
+
     def vid(self, kind, vk):
-        return "%s/%s/%s/%s" % (self.emu.https_url, kind, vk["name"],
+        return "%s/%s/%s/%s" % (self.vault_url(), kind, vk["name"],
                                 vk["version"])
 
     def attributes(self, vk, cert=False):
