@@ -127,12 +127,6 @@ bool hs_http_global_init(void)
 	return http_global_ok;
 }
 
-const char *hs_http_global_error(void)
-{
-	pthread_once(&http_global_once, http_global_init);
-	return http_global_ok ? NULL : http_global_why;
-}
-
 int hs_http_ready(struct hs_ctx *ctx)
 {
 	if (hs_http_global_init())

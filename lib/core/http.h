@@ -96,16 +96,13 @@ void hs_http_response_free(struct hs_http_response *resp);
 unsigned long hs_http_request_count(struct hs_http *http);
 
 /* Loads libcurl where it is loaded on first use (curl_api.h) and runs its
- * global initialisation, once per process; false if either failed, with
- * the one-line reason from hs_http_global_error(). Everything in this file
- * calls it first; hs_http_new() fails with HS_ERR_UNSUPPORTED and that
- * reason. */
+ * global initialisation, once per process; false if either failed.
+ * Everything in this file calls it first. */
 bool hs_http_global_init(void);
-/* NULL when hs_http_global_init() succeeds, else why it did not (static). */
-const char *hs_http_global_error(void);
 /* hs_http_global_init() as an error: 0, or HS_ERR_UNSUPPORTED with the
- * reason in ctx. Key providers call it before checking an endpoint's
- * scheme, so that a missing libcurl is not reported as a bad URL. */
+ * one-line reason in ctx (hs_http_new() fails the same way). Key providers
+ * call it before checking an endpoint's scheme, so that a missing libcurl
+ * is not reported as a bad URL. */
 int hs_http_ready(struct hs_ctx *ctx);
 
 /* True for http(s) URLs whose host is loopback (false, too, when libcurl
