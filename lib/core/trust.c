@@ -95,19 +95,24 @@ struct trust_file {
 	pthread_mutex_t lock; /* the certs' `added` flags */
 	struct trust_cert *certs;
 	size_t n, cap;
+	struct trust_file *next; /* another file in the same store, or NULL */
 };
 
+/* Frees tf and the files chained after it. */
 static void trust_file_free(struct trust_file *tf)
 {
-	if (tf == NULL)
-		return;
-	for (size_t i = 0; i < tf->n; i++) {
-		X509_NAME_free(tf->certs[i].subject);
-		OPENSSL_free(tf->certs[i].der);
+	while (tf != NULL) {
+		struct trust_file *next = tf->next;
+
+		for (size_t i = 0; i < tf->n; i++) {
+			X509_NAME_free(tf->certs[i].subject);
+			OPENSSL_free(tf->certs[i].der);
+		}
+		free(tf->certs);
+		pthread_mutex_destroy(&tf->lock);
+		free(tf);
+		tf = next;
 	}
-	free(tf->certs);
-	pthread_mutex_destroy(&tf->lock);
-	free(tf);
 }
 
 /* The subject of a DER certificate, the rest left undecoded:
@@ -203,7 +208,27 @@ out:
 	return r;
 }
 
-/* X509_LOOKUP get_by_subject: adds the file's certificates named `name`
+/* Adds the certificates of tf named `name` to the store, once each. */
+static void trust_file_add_named(struct trust_file *tf, X509_STORE *store, const X509_NAME *name)
+{
+	X509 *x;
+
+	pthread_mutex_lock(&tf->lock);
+	for (size_t i = 0; i < tf->n; i++) {
+		struct trust_cert *c = &tf->certs[i];
+		const unsigned char *p = c->der;
+
+		if (c->added || X509_NAME_cmp(c->subject, name) != 0)
+			continue;
+		c->added = true;
+		if ((x = d2i_X509(NULL, &p, c->len)) != NULL)
+			X509_STORE_add_cert(store, x); /* a duplicate is refused, harmlessly */
+		X509_free(x);
+	}
+	pthread_mutex_unlock(&tf->lock);
+}
+
+/* X509_LOOKUP get_by_subject: adds the files' certificates named `name`
  * to the store, then answers from the store, lending its reference as
  * OpenSSL's own lookups do (the caller takes one of its own). */
 static int trust_file_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X509_NAME *name,
@@ -218,19 +243,8 @@ static int trust_file_by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X
 	if (type != X509_LU_X509 || tf == NULL || store == NULL)
 		return 0;
 	ERR_set_mark();
-	pthread_mutex_lock(&tf->lock);
-	for (size_t i = 0; i < tf->n; i++) {
-		struct trust_cert *c = &tf->certs[i];
-		const unsigned char *p = c->der;
-
-		if (c->added || X509_NAME_cmp(c->subject, name) != 0)
-			continue;
-		c->added = true;
-		if ((x = d2i_X509(NULL, &p, c->len)) != NULL)
-			X509_STORE_add_cert(store, x); /* a duplicate is refused, harmlessly */
-		X509_free(x);
-	}
-	pthread_mutex_unlock(&tf->lock);
+	for (; tf != NULL; tf = tf->next)
+		trust_file_add_named(tf, store, name);
 	ERR_pop_to_mark();
 	if (!X509_STORE_lock(store))
 		return 0;
@@ -276,25 +290,41 @@ static bool trust_load_file(X509_STORE *store, const char *file)
 		return false;
 	if (r == 0)
 		return X509_STORE_load_file(store, file) == 1;
-	if ((lookup = X509_STORE_add_lookup(store, trust_file_method)) == NULL ||
-	    !X509_LOOKUP_set_method_data(lookup, tf)) {
+	if ((lookup = X509_STORE_add_lookup(store, trust_file_method)) == NULL) {
+		trust_file_free(tf);
+		return false;
+	}
+	/* A store has one lookup per method (OpenSSL hands back the one added
+	 * before): a second file joins the first one's chain. */
+	tf->next = X509_LOOKUP_get_method_data(lookup);
+	if (!X509_LOOKUP_set_method_data(lookup, tf)) {
+		tf->next = NULL;
 		trust_file_free(tf);
 		return false;
 	}
 	return true;
 }
 
-X509_STORE *hs_trust_load(const char *ca_file)
+X509_STORE *hs_trust_load_from(const char *ca_file, const char *default_file,
+                               const char *default_dir)
 {
 	X509_STORE *store = X509_STORE_new();
-	const char *file = ca_file ? ca_file : trust_defaults.file;
+	const char *file = ca_file ? ca_file : default_file;
 	X509_LOOKUP *lookup;
 
 	if (store == NULL || (file != NULL && !trust_load_file(store, file)))
 		goto fail;
-	if (trust_defaults.dir != NULL &&
+	/* --ca-file and SSL_CERT_FILE add roots to the system's (docs/cli.md).
+	 * libcurl's CA directory keeps those where there is one (Debian); where
+	 * libcurl has only a bundle (macOS with Homebrew's curl, some
+	 * distributions), the bundle stays too. Its failure to load is not the
+	 * caller's: the file asked for is in the store. */
+	if (ca_file != NULL && default_dir == NULL && default_file != NULL &&
+	    strcmp(ca_file, default_file) != 0 && !trust_load_file(store, default_file))
+		ERR_clear_error();
+	if (default_dir != NULL &&
 	    ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir())) == NULL ||
-	     !X509_LOOKUP_add_dir(lookup, trust_defaults.dir, X509_FILETYPE_PEM)))
+	     !X509_LOOKUP_add_dir(lookup, default_dir, X509_FILETYPE_PEM)))
 		goto fail;
 	/* libcurl's default: an intermediate in the store is a trust anchor. */
 	X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
@@ -303,6 +333,11 @@ fail:
 	ERR_clear_error();
 	X509_STORE_free(store);
 	return NULL;
+}
+
+X509_STORE *hs_trust_load(const char *ca_file)
+{
+	return hs_trust_load_from(ca_file, trust_defaults.file, trust_defaults.dir);
 }
 
 static bool trust_same_file(const char *a, const char *b)

@@ -9,7 +9,9 @@
  * clients instead share one X509_STORE holding what libcurl would trust:
  * the CA file (--ca-file, SSL_CERT_FILE or libcurl's built-in bundle) and
  * libcurl's built-in CA directory, looked up when needed, with libcurl's
- * partial-chain flag. The store of the last CA file asked for is cached
+ * partial-chain flag. Where libcurl has no CA directory, a given CA file
+ * is read together with the built-in bundle: --ca-file adds roots, it
+ * never takes the system's away. The store of the last CA file asked for is cached
  * for the life of the process, so hs_tls_preload() can read it ahead.
  * A file of plain certificates is only indexed by subject (~4 ms for that
  * bundle); a certificate is decoded when a chain first asks for its
@@ -39,6 +41,12 @@ X509_STORE *hs_trust_store(const char *ca_file);
  * cached: what hs_trust_store() caches (and the fuzzer reads). Call
  * hs_trust_available() first. NULL if it cannot be read. */
 X509_STORE *hs_trust_load(const char *ca_file);
+/* hs_trust_load() with libcurl's built-in CA file and directory given
+ * (either may be NULL): ca_file, or default_file when it is NULL, plus
+ * default_dir; and default_file as well when ca_file is given but there is
+ * no default_dir, so that ca_file always adds to the system's roots. */
+X509_STORE *hs_trust_load_from(const char *ca_file, const char *default_file,
+                               const char *default_dir);
 
 /* The file hs_trust_store(ca_file) reads, for messages (static or ca_file). */
 const char *hs_trust_file_name(const char *ca_file);

@@ -172,6 +172,64 @@ static void trust_file_decoded_lazily(void **state)
 	free(path);
 }
 
+/* 1 when the self-signed fixture `name` verifies against store (it is one
+ * of its roots), else 0. */
+static int root_in_store(X509_STORE *store, const char *name)
+{
+	X509 *root = load_cert(name);
+	X509_STORE_CTX *vctx = X509_STORE_CTX_new();
+	int ok;
+
+	assert_non_null(vctx);
+	assert_int_equal(X509_STORE_CTX_init(vctx, store, root, NULL), 1);
+	ok = X509_verify_cert(vctx);
+	X509_STORE_CTX_free(vctx);
+	X509_free(root);
+	return ok == 1;
+}
+
+/* --ca-file adds to the system's roots. With a CA directory (Debian's
+ * libcurl) the directory keeps them; with only a bundle (macOS, some
+ * distributions) the bundle is read as well, indexed in the same store
+ * as the given file; a bundle that cannot be read does not fail the
+ * given file. Without --ca-file, the bundle alone. */
+static void trust_ca_file_adds_to_bundle(void **state)
+{
+	const char *const mine[] = {"root.pem", NULL};
+	const char *const system[] = {"other-root.pem", NULL};
+	char *file = roots_file(mine, false), *bundle = roots_file(system, false);
+	char dir[] = "/tmp/hs-test-cadir-XXXXXX";
+	X509_STORE *store;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	store = hs_trust_load_from(file, bundle, NULL);
+	assert_non_null(store);
+	assert_true(verify_leaf(store, "leaf-rsa2048.pem"));
+	assert_true(root_in_store(store, "other-root.pem"));
+	X509_STORE_free(store);
+	/* A CA directory (empty here) stands for the system's roots. */
+	store = hs_trust_load_from(file, bundle, dir);
+	assert_non_null(store);
+	assert_true(verify_leaf(store, "leaf-rsa2048.pem"));
+	assert_false(root_in_store(store, "other-root.pem"));
+	X509_STORE_free(store);
+	store = hs_trust_load_from(file, "/nonexistent/bundle.pem", NULL);
+	assert_non_null(store);
+	assert_true(verify_leaf(store, "leaf-rsa2048.pem"));
+	X509_STORE_free(store);
+	store = hs_trust_load_from(NULL, bundle, NULL);
+	assert_non_null(store);
+	assert_false(verify_leaf(store, "leaf-rsa2048.pem"));
+	assert_true(root_in_store(store, "other-root.pem"));
+	X509_STORE_free(store);
+	rmdir(dir);
+	unlink(file);
+	unlink(bundle);
+	free(file);
+	free(bundle);
+}
+
 /* Anything but plain certificates and the file is read whole, as OpenSSL
  * reads it: "TRUSTED CERTIFICATE" blocks carry trust settings. */
 static void trust_file_with_aux_read_whole(void **state)
@@ -286,6 +344,7 @@ int main(void)
 	        cmocka_unit_test(trust_store_read_once),
 	        cmocka_unit_test(trust_file_decoded_lazily),
 	        cmocka_unit_test(trust_file_with_aux_read_whole),
+	        cmocka_unit_test(trust_ca_file_adds_to_bundle),
 	        cmocka_unit_test(trust_file_bad_refused),
 	        cmocka_unit_test(trust_store_concurrent),
 	        cmocka_unit_test(trust_preload_skips_fifo),
