@@ -188,6 +188,19 @@ static int root_in_store(X509_STORE *store, const char *name)
 	return ok == 1;
 }
 
+/* The store hs_trust_load_from() builds: whether the test PKI's leaf
+ * verifies (root.pem) and whether other-root.pem is one of its roots. */
+static void expect_roots(const char *file, const char *bundle, const char *dir, bool leaf,
+                         bool other)
+{
+	X509_STORE *store = hs_trust_load_from(file, bundle, dir);
+
+	assert_non_null(store);
+	assert_int_equal(verify_leaf(store, "leaf-rsa2048.pem"), leaf);
+	assert_int_equal(root_in_store(store, "other-root.pem"), other);
+	X509_STORE_free(store);
+}
+
 /* --ca-file adds to the system's roots. With a CA directory (Debian's
  * libcurl) the directory keeps them; with only a bundle (macOS, some
  * distributions) the bundle is read as well, indexed in the same store
@@ -199,30 +212,14 @@ static void trust_ca_file_adds_to_bundle(void **state)
 	const char *const system[] = {"other-root.pem", NULL};
 	char *file = roots_file(mine, false), *bundle = roots_file(system, false);
 	char dir[] = "/tmp/hs-test-cadir-XXXXXX";
-	X509_STORE *store;
 
 	(void)state;
 	assert_non_null(mkdtemp(dir));
-	store = hs_trust_load_from(file, bundle, NULL);
-	assert_non_null(store);
-	assert_true(verify_leaf(store, "leaf-rsa2048.pem"));
-	assert_true(root_in_store(store, "other-root.pem"));
-	X509_STORE_free(store);
+	expect_roots(file, bundle, NULL, true, true);
 	/* A CA directory (empty here) stands for the system's roots. */
-	store = hs_trust_load_from(file, bundle, dir);
-	assert_non_null(store);
-	assert_true(verify_leaf(store, "leaf-rsa2048.pem"));
-	assert_false(root_in_store(store, "other-root.pem"));
-	X509_STORE_free(store);
-	store = hs_trust_load_from(file, "/nonexistent/bundle.pem", NULL);
-	assert_non_null(store);
-	assert_true(verify_leaf(store, "leaf-rsa2048.pem"));
-	X509_STORE_free(store);
-	store = hs_trust_load_from(NULL, bundle, NULL);
-	assert_non_null(store);
-	assert_false(verify_leaf(store, "leaf-rsa2048.pem"));
-	assert_true(root_in_store(store, "other-root.pem"));
-	X509_STORE_free(store);
+	expect_roots(file, bundle, dir, true, false);
+	expect_roots(file, "/nonexistent/bundle.pem", NULL, true, false);
+	expect_roots(NULL, bundle, NULL, false, true);
 	rmdir(dir);
 	unlink(file);
 	unlink(bundle);
