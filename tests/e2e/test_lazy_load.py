@@ -49,21 +49,37 @@ LAZY = os.environ.get("HSMSIGN_LAZY_LOAD",
 @unittest.skipUnless(LAZY, "this build links libcurl (HSMSIGN_LAZY_LOAD=OFF)")
 class LazyLoad(HsTestCase):
 
-    def run_traced(self, *args, env=None):
-        """Runs hsmsign with the loader logging every object it loads;
-        (result, set of loaded library base names)."""
+    def trace_env(self):
+        """Environment making the dynamic loader log every object it loads
+        (LD_DEBUG=files), and the prefix of its log files."""
         prefix = self.path("ld-%d" % len(os.listdir(self.tmp)))
-        full_env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": prefix}
-        full_env.update(env or {})
-        r = hsmsign(*args, env=full_env)
-        loaded = set()
+        return {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": prefix}, prefix
+
+    def loaded(self, prefix):
+        """Base names of the libraries in the loader logs at prefix."""
+        names = set()
         for log in glob.glob(prefix + ".*"):
             with open(log, errors="replace") as f:
                 for m in re.finditer(r"file=(\S+) \[\d+\];\s+(?:needed|dynamically loaded) by",
                                      f.read()):
-                    loaded.add(os.path.basename(m.group(1)))
-        self.assertIn("libcrypto.so.3", loaded, "the loader log was not read")
-        return r, loaded
+                    names.add(os.path.basename(m.group(1)))
+        self.assertIn("libcrypto.so.3", names, "the loader log was not read")
+        return names
+
+    def run_traced(self, *args, env=None):
+        """Runs hsmsign under trace_env(); (result, loaded())."""
+        full_env, prefix = self.trace_env()
+        full_env.update(env or {})
+        r = hsmsign(*args, env=full_env)
+        return r, self.loaded(prefix)
+
+    def serve_config(self):
+        """A serve configuration with one file key, on a free port."""
+        cfg = self.path("serve.json")
+        with open(cfg, "w") as fp:
+            json.dump(test_serve.base_config(hslib.free_port(),
+                                             {"codesign": test_serve.file_key()}), fp)
+        return cfg
 
     def assertLoaded(self, loaded, stem, expected):
         got = any(name.startswith(stem) for name in loaded)
@@ -114,27 +130,19 @@ class LazyLoad(HsTestCase):
         self.assertTrue(ok, out)
 
     def test_serve_loads_libmicrohttpd(self):
-        port = hslib.free_port()
-        cfg = self.path("serve.json")
-        with open(cfg, "w") as fp:
-            json.dump(test_serve.base_config(port, {"codesign": test_serve.file_key()}), fp)
-        r, loaded = self.run_traced("serve", "--config", cfg, "--check")
+        r, loaded = self.run_traced("serve", "--config", self.serve_config(), "--check")
         self.assertRc(r, 0)
         # --check reads the configuration and opens the keys; it starts no
         # server, so it needs no HTTP server library.
         self.assertLoaded(loaded, "libmicrohttpd", False)
+        env, prefix = self.trace_env()
         srv = test_serve.Server(self, test_serve.base_config(
-            hslib.free_port(), {"codesign": test_serve.file_key()}),
-            env={"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": self.path("serve-ld")})
+            hslib.free_port(), {"codesign": test_serve.file_key()}), env=env)
         self.assertEqual(srv.stop(), 0)
-        text = ""
-        for log in glob.glob(self.path("serve-ld") + ".*"):
-            with open(log, errors="replace") as fp:
-                text += fp.read()
-        self.assertRegex(text, r"file=libmicrohttpd\S* \[\d+\];\s+dynamically loaded by")
+        self.assertLoaded(self.loaded(prefix), "libmicrohttpd", True)
 
     def test_missing_libcurl(self):
-        for url in ("https://example.vault.azure.net", "http://127.0.0.1:9"):
+        for url in ("https://kv.hsmsign.invalid", "http://127.0.0.1:9"):
             f = self.copy("hello64.exe", "in-%d.exe" % len(url))
             before = read(f)
             r = hsmsign("sign", "-kvu", url, "-kvc", "codesign", "-kva", "env:T",
@@ -153,11 +161,7 @@ class LazyLoad(HsTestCase):
         self.assertRc(r, 0)
 
     def test_missing_libmicrohttpd(self):
-        port = hslib.free_port()
-        cfg = self.path("serve.json")
-        with open(cfg, "w") as fp:
-            json.dump(test_serve.base_config(port, {"codesign": test_serve.file_key()}), fp)
-        r = hsmsign("serve", "--config", cfg, "--allow-root",
+        r = hsmsign("serve", "--config", self.serve_config(), "--allow-root",
                     env={"HSMSIGN_FAULT": "load-libmicrohttpd"}, timeout=30)
         # The server cannot start: exit 2, as when the address cannot be
         # bound (docs/server.md).
