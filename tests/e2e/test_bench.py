@@ -172,6 +172,10 @@ class ManyFilesBenchTest(HsTestCase):
         cells = [c.strip() for c in rows[0].strip("|").split("|")]
         return cells, r.stdout.decode()
 
+    # server_ms_max: the server's own time per 20 ms call must show that it
+    # is not what the bench measures. Not a tight bound: on a loaded
+    # machine (ctest -j3 with two busy loops on two cores) the C server's
+    # timers woke 2.5 ms late.
     def check(self, cells, out, server_ms_max):
         files, wall, ideal, ratio, per_file, gets, peak, server = cells
         self.assertEqual(per_file, "1.000", out)
@@ -182,15 +186,15 @@ class ManyFilesBenchTest(HsTestCase):
         self.assertTrue(20.0 <= ms < server_ms_max, out)
 
     def test_c_server(self):
-        self.check(*self.bench(), 22.0)
+        self.check(*self.bench(), 26.0)
 
     def test_c_server_behind_nginx_http2(self):
         cells, out = self.bench("--h2")
-        self.check(cells, out, 22.0)
+        self.check(cells, out, 26.0)
         self.assertIn("behind nginx (TLS, HTTP/2)", out)
 
     def test_python_server(self):
-        self.check(*self.bench("--python"), 30.0)
+        self.check(*self.bench("--python"), 35.0)
 
 
 if __name__ == "__main__":
